@@ -1,0 +1,1 @@
+"""Infrastructure adapters, one port each; imported lazily by bootstrap."""

@@ -1,0 +1,1 @@
+"""Blob stores: local encrypted files, memory, S3."""

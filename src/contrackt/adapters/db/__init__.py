@@ -1,0 +1,1 @@
+"""SQL persistence (SQLite embedded, PostgreSQL with row-level security)."""

@@ -1,0 +1,435 @@
+"""SQL repositories (one per aggregate), bound to a unit of work's connection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contrackt.adapters.db.tables import (
+    api_keys,
+    audit_logs,
+    jobs,
+    outbox,
+    tenant_keys,
+    tenants,
+)
+from contrackt.domain.audit import GENESIS_HASH, AuditAction, AuditEvent, ChainRow, chain_hash
+from contrackt.domain.errors import IdempotencyConflict
+from contrackt.domain.jobs import Job, JobMessage, JobStatus
+from contrackt.domain.tenants import ApiKey, Tenant
+
+
+class _Repo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+
+class SqlTenantRepository(_Repo):
+    async def add(self, tenant: Tenant) -> None:
+        await self.conn.execute(
+            tenants.insert().values(
+                id=tenant.id,
+                name=tenant.name,
+                created_at=tenant.created_at,
+                fingerprint_key_wrapped=tenant.fingerprint_key_wrapped,
+                delete_on_read=tenant.delete_on_read,
+                rate_limit_extract=tenant.rate_limit_extract,
+                rate_limit_status=tenant.rate_limit_status,
+            )
+        )
+
+    async def get(self, tenant_id: str) -> Tenant | None:
+        row = (await self.conn.execute(tenants.select().where(tenants.c.id == tenant_id))).first()
+        return _tenant(row._mapping) if row else None
+
+    async def list(self) -> list[Tenant]:
+        rows = await self.conn.execute(tenants.select().order_by(tenants.c.created_at))
+        return [_tenant(r._mapping) for r in rows]
+
+    async def mark_erased(self, tenant_id: str, at: datetime) -> None:
+        await self.conn.execute(
+            tenants.update()
+            .where(tenants.c.id == tenant_id)
+            .values(erased_at=at, fingerprint_key_wrapped=None)
+        )
+
+
+def _tenant(m: Any) -> Tenant:
+    return Tenant(
+        id=str(m["id"]),
+        name=m["name"],
+        created_at=m["created_at"],
+        fingerprint_key_wrapped=m["fingerprint_key_wrapped"],
+        delete_on_read=bool(m["delete_on_read"]),
+        rate_limit_extract=m["rate_limit_extract"],
+        rate_limit_status=m["rate_limit_status"],
+        erased_at=m["erased_at"],
+    )
+
+
+class SqlTenantKeyRepository(_Repo):
+    async def add(self, tenant_id: str, version: int, wrapped: bytes, at: datetime) -> None:
+        await self.conn.execute(
+            tenant_keys.insert().values(
+                tenant_id=tenant_id, version=version, wrapped_key=wrapped, created_at=at
+            )
+        )
+
+    async def get(self, tenant_id: str, version: int) -> bytes | None:
+        row = (
+            await self.conn.execute(
+                sa.select(tenant_keys.c.wrapped_key).where(
+                    tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.version == version
+                )
+            )
+        ).first()
+        return row[0] if row else None
+
+    async def current_version(self, tenant_id: str) -> int | None:
+        row = (
+            await self.conn.execute(
+                sa.select(sa.func.max(tenant_keys.c.version)).where(
+                    tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.wrapped_key.is_not(None)
+                )
+            )
+        ).first()
+        return int(row[0]) if row and row[0] is not None else None
+
+    async def destroy_all(self, tenant_id: str, at: datetime) -> int:
+        res = await self.conn.execute(
+            tenant_keys.update()
+            .where(tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.wrapped_key.is_not(None))
+            .values(wrapped_key=None, destroyed_at=at)
+        )
+        return int(res.rowcount)
+
+
+class SqlApiKeyRepository(_Repo):
+    async def add(self, key: ApiKey) -> None:
+        await self.conn.execute(
+            api_keys.insert().values(
+                id=key.id,
+                tenant_id=key.tenant_id,
+                prefix=key.prefix,
+                key_hash=key.key_hash,
+                created_at=key.created_at,
+            )
+        )
+
+    async def find_by_prefix(self, prefix: str) -> ApiKey | None:
+        row = (await self.conn.execute(api_keys.select().where(api_keys.c.prefix == prefix))).first()
+        return _api_key(row._mapping) if row else None
+
+    async def list(self, tenant_id: str) -> list[ApiKey]:
+        rows = await self.conn.execute(
+            api_keys.select().where(api_keys.c.tenant_id == tenant_id).order_by(api_keys.c.created_at)
+        )
+        return [_api_key(r._mapping) for r in rows]
+
+    async def revoke(self, key_id: str, at: datetime) -> bool:
+        res = await self.conn.execute(
+            api_keys.update()
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        return bool(res.rowcount)
+
+    async def revoke_all(self, tenant_id: str, at: datetime) -> int:
+        res = await self.conn.execute(
+            api_keys.update()
+            .where(api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        return int(res.rowcount)
+
+
+def _api_key(m: Any) -> ApiKey:
+    return ApiKey(
+        id=str(m["id"]),
+        tenant_id=str(m["tenant_id"]),
+        prefix=m["prefix"],
+        key_hash=m["key_hash"],
+        created_at=m["created_at"],
+        revoked_at=m["revoked_at"],
+    )
+
+
+_JOB_FIELDS = (
+    "id tenant_id api_key_id fingerprint key_version blob_key size_bytes engine mode "
+    "pages_total pages_done attempts error_code error_message created_at started_at "
+    "completed_at lease_until result_expires_at purged_at delete_on_read"
+).split()
+
+
+def _job(m: Any) -> Job:
+    values = {f: m[f] for f in _JOB_FIELDS}
+    values["id"] = str(values["id"])
+    values["tenant_id"] = str(values["tenant_id"])
+    if values["api_key_id"] is not None:
+        values["api_key_id"] = str(values["api_key_id"])
+    return Job(status=JobStatus(m["status"]), **values)
+
+
+class SqlJobRepository(_Repo):
+    async def add(self, job: Job, idempotency_key_hash: str | None = None) -> None:
+        values = {f: getattr(job, f) for f in _JOB_FIELDS}
+        stmt = jobs.insert().values(
+            status=job.status.value, idempotency_key_hash=idempotency_key_hash, **values
+        )
+        if idempotency_key_hash is None:
+            await self.conn.execute(stmt)
+            return
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(stmt)
+        except IntegrityError as exc:
+            raise IdempotencyConflict() from exc
+
+    async def get(self, tenant_id: str, job_id: str) -> Job | None:
+        row = (
+            await self.conn.execute(
+                jobs.select().where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
+            )
+        ).first()
+        return _job(row._mapping) if row else None
+
+    async def find_by_idempotency(self, tenant_id: str, key_hash: str) -> Job | None:
+        row = (
+            await self.conn.execute(
+                jobs.select().where(
+                    jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key_hash == key_hash
+                )
+            )
+        ).first()
+        return _job(row._mapping) if row else None
+
+    async def claim(self, job_id: str, now: datetime, lease_until: datetime) -> Job | None:
+        res = await self.conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value)
+            .values(
+                status=JobStatus.PROCESSING.value,
+                attempts=jobs.c.attempts + 1,
+                started_at=sa.func.coalesce(jobs.c.started_at, now),
+                lease_until=lease_until,
+            )
+        )
+        if res.rowcount != 1:
+            return None
+        row = (await self.conn.execute(jobs.select().where(jobs.c.id == job_id))).first()
+        return _job(row._mapping) if row else None
+
+    async def set_progress(self, job_id: str, done: int, total: int) -> None:
+        await self.conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PROCESSING.value)
+            .values(pages_done=done, pages_total=total)
+        )
+
+    async def extend_lease(self, job_id: str, attempt: int, lease_until: datetime) -> bool:
+        res = await self.conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == JobStatus.PROCESSING.value,
+                jobs.c.attempts == attempt,
+            )
+            .values(lease_until=lease_until)
+        )
+        return res.rowcount == 1
+
+    async def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        completed: bool,
+        now: datetime,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        result_expires_at: datetime | None = None,
+        pages: int | None = None,
+    ) -> bool:
+        status = JobStatus.COMPLETED if completed else JobStatus.FAILED
+        extra = {} if pages is None else {"pages_total": pages, "pages_done": pages}
+        res = await self.conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == JobStatus.PROCESSING.value,
+                jobs.c.attempts == attempt,
+            )
+            .values(
+                status=status.value,
+                completed_at=now,
+                lease_until=None,
+                error_code=error_code,
+                error_message=error_message,
+                result_expires_at=result_expires_at,
+                **extra,
+            )
+        )
+        return res.rowcount == 1
+
+    async def fail_pending(self, job_id: str, now: datetime, code: str, message: str) -> bool:
+        res = await self.conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value)
+            .values(
+                status=JobStatus.FAILED.value,
+                completed_at=now,
+                error_code=code,
+                error_message=message,
+            )
+        )
+        return res.rowcount == 1
+
+    async def release(self, job_id: str, attempt: int) -> bool:
+        res = await self.conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == JobStatus.PROCESSING.value,
+                jobs.c.attempts == attempt,
+            )
+            .values(status=JobStatus.PENDING.value, lease_until=None)
+        )
+        return res.rowcount == 1
+
+    async def mark_purged(self, job_id: str, at: datetime) -> None:
+        await self.conn.execute(
+            jobs.update().where(jobs.c.id == job_id).values(purged_at=at, blob_key=None)
+        )
+
+    async def expire_result(self, job_id: str, at: datetime) -> None:
+        await self.conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, sa.or_(jobs.c.result_expires_at.is_(None), jobs.c.result_expires_at > at))
+            .values(result_expires_at=at)
+        )
+
+    async def find_stale(self, pending_before: datetime, lease_before: datetime) -> list[Job]:
+        rows = await self.conn.execute(
+            jobs.select()
+            .where(
+                sa.or_(
+                    sa.and_(
+                        jobs.c.status == JobStatus.PENDING.value,
+                        jobs.c.created_at < pending_before,
+                    ),
+                    sa.and_(
+                        jobs.c.status == JobStatus.PROCESSING.value,
+                        jobs.c.lease_until < lease_before,
+                    ),
+                )
+            )
+            .order_by(jobs.c.created_at)
+            .limit(500)
+        )
+        return [_job(r._mapping) for r in rows]
+
+    async def count_unfinished(self) -> int:
+        row = (
+            await self.conn.execute(
+                sa.select(sa.func.count()).where(
+                    jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.PROCESSING.value])
+                )
+            )
+        ).first()
+        return int(row[0]) if row else 0
+
+    async def list_for_tenant(self, tenant_id: str) -> list[Job]:
+        rows = await self.conn.execute(
+            jobs.select().where(jobs.c.tenant_id == tenant_id).order_by(jobs.c.created_at)
+        )
+        return [_job(r._mapping) for r in rows]
+
+
+class SqlAuditRepository(_Repo):
+    async def append(self, event: AuditEvent) -> ChainRow:
+        if self.conn.dialect.name == "postgresql":
+            # Serialise appends per tenant so the chain never forks.
+            await self.conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": event.tenant_id}
+            )
+        last = (
+            await self.conn.execute(
+                sa.select(audit_logs.c.seq, audit_logs.c.row_hash)
+                .where(audit_logs.c.tenant_id == event.tenant_id)
+                .order_by(audit_logs.c.seq.desc())
+                .limit(1)
+            )
+        ).first()
+        seq = (last[0] + 1) if last else 1
+        prev = last[1] if last else GENESIS_HASH
+        row_hash = chain_hash(prev, event, seq)
+        await self.conn.execute(
+            audit_logs.insert().values(
+                tenant_id=event.tenant_id,
+                seq=seq,
+                job_id=event.job_id,
+                action=event.action.value,
+                at=event.at,
+                api_key_id=event.api_key_id,
+                fingerprint=event.fingerprint,
+                details=event.details,
+                prev_hash=prev,
+                row_hash=row_hash,
+            )
+        )
+        return ChainRow(seq=seq, event=event, prev_hash=prev, row_hash=row_hash)
+
+    async def chain(self, tenant_id: str) -> list[ChainRow]:
+        rows = await self.conn.execute(
+            audit_logs.select().where(audit_logs.c.tenant_id == tenant_id).order_by(audit_logs.c.id)
+        )
+        out = []
+        for r in rows:
+            m = r._mapping
+            ev = AuditEvent(
+                tenant_id=str(m["tenant_id"]),
+                action=AuditAction(m["action"]),
+                at=m["at"],
+                job_id=str(m["job_id"]) if m["job_id"] is not None else None,
+                api_key_id=str(m["api_key_id"]) if m["api_key_id"] is not None else None,
+                fingerprint=m["fingerprint"],
+                details=dict(m["details"]),
+            )
+            out.append(ChainRow(seq=int(m["seq"]), event=ev, prev_hash=m["prev_hash"], row_hash=m["row_hash"]))
+        return out
+
+    async def tenant_ids(self) -> list[str]:
+        rows = await self.conn.execute(sa.select(audit_logs.c.tenant_id).distinct())
+        return sorted(str(r[0]) for r in rows)
+
+
+class SqlOutboxRepository(_Repo):
+    async def add(self, message: JobMessage, at: datetime) -> None:
+        await self.conn.execute(
+            outbox.insert().values(
+                tenant_id=message.tenant_id,
+                job_id=message.job_id,
+                payload=message.to_dict(),
+                created_at=at,
+            )
+        )
+
+    async def take(self, limit: int) -> list[tuple[int, JobMessage]]:
+        stmt = (
+            sa.select(outbox.c.id, outbox.c.payload)
+            .where(outbox.c.sent_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        if self.conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        rows = await self.conn.execute(stmt)
+        return [(int(r[0]), JobMessage.from_dict(dict(r[1]))) for r in rows]
+
+    async def mark_sent(self, ids: list[int], at: datetime) -> None:
+        if ids:
+            await self.conn.execute(outbox.update().where(outbox.c.id.in_(ids)).values(sent_at=at))

@@ -1,0 +1,1 @@
+"""Master-key providers: local file, AWS KMS, Vault transit."""

@@ -1,0 +1,1 @@
+"""Rate limiters: in-memory GCRA, Redis GCRA."""

@@ -1,0 +1,1 @@
+"""Result stores: SQL table with expiry, memory, Redis with TTL."""

@@ -1,0 +1,68 @@
+"""Request dependencies: the container, the caller (API key), rate limits."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+
+from contrackt.bootstrap import Container
+from contrackt.domain.errors import InvalidRequest, RateLimited, Unauthorized
+from contrackt.domain.tenants import Principal
+from contrackt.settings import parse_rate
+
+
+def container(request: Request) -> Container:
+    c: Container = request.app.state.container
+    return c
+
+
+ContainerDep = Annotated[Container, Depends(container)]
+
+
+async def principal(request: Request, c: ContainerDep) -> Principal:
+    if "api_key" in request.query_params or "apikey" in request.query_params:
+        # Keys in URLs end up in proxy logs and browser history.
+        raise InvalidRequest("Send the API key in the X-API-Key header, never in the URL")
+    try:
+        return await c.tenants.authenticate(request.headers.get("x-api-key"))
+    except Unauthorized:
+        raise Unauthorized("A valid API key is required in the X-API-Key header") from None
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+async def _limit(kind: str, p: Principal, c: Container, response: Response) -> None:
+    rate = (p.rate_limit_extract if kind == "extract" else p.rate_limit_status) or (
+        c.settings.rate_limit_extract if kind == "extract" else c.settings.rate_limit_status
+    )
+    limit, period = parse_rate(rate)
+    decision = await c.limiter.hit(f"{kind}:{p.api_key_id}", limit, period)
+    headers = {
+        "RateLimit-Limit": str(decision.limit),
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(math.ceil(decision.reset_s)),
+    }
+    if not decision.allowed:
+        exc = RateLimited(
+            f"Over the limit of {rate} for this API key", retry_after=math.ceil(decision.retry_after_s)
+        )
+        exc.headers = headers  # type: ignore[attr-defined]
+        raise exc
+    response.headers.update(headers)
+
+
+async def limit_extract(p: PrincipalDep, c: ContainerDep, response: Response) -> Principal:
+    await _limit("extract", p, c, response)
+    return p
+
+
+async def limit_status(p: PrincipalDep, c: ContainerDep, response: Response) -> Principal:
+    await _limit("status", p, c, response)
+    return p
+
+
+ExtractCaller = Annotated[Principal, Depends(limit_extract)]
+StatusCaller = Annotated[Principal, Depends(limit_status)]

@@ -1,0 +1,200 @@
+"""Composition root: settings -> adapters -> services. The API lifespan and the worker both call it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from contrackt.adapters.db.engine import make_engine
+from contrackt.adapters.db.uow import SqlUnitOfWorkFactory
+from contrackt.ports.blobstore import BlobStore
+from contrackt.ports.clock import Clock, SystemClock
+from contrackt.ports.extractor import Extractor
+from contrackt.ports.keys import KeyProvider
+from contrackt.ports.queue import JobQueue
+from contrackt.ports.ratelimit import RateLimiter
+from contrackt.ports.results import ResultStore
+from contrackt.services.intake import IntakeService
+from contrackt.services.keyring import Keyring
+from contrackt.services.processing import ProcessingService
+from contrackt.services.purge import Sweeper
+from contrackt.services.results import ResultService
+from contrackt.services.tenants import TenantService
+from contrackt.settings import Settings
+
+KNOWN_ENGINES = ["rapidocr"]
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower()
+
+
+def make_blobstore(settings: Settings) -> BlobStore:
+    url = settings.blob_url
+    scheme = _scheme(url)
+    if scheme == "file":
+        from contrackt.adapters.blob.local import LocalBlobStore
+
+        return LocalBlobStore(Path(urlparse(url).path))
+    if scheme == "memory":
+        from contrackt.adapters.blob.memory import MemoryBlobStore
+
+        return MemoryBlobStore()
+    if scheme == "s3":
+        from contrackt.adapters.blob.s3 import S3BlobStore
+
+        return S3BlobStore.from_url(url, endpoint_url=settings.s3_endpoint_url)
+    raise ValueError(f"unsupported CONTRACKT_STORAGE_URL scheme: {scheme}")
+
+
+def make_queue(settings: Settings) -> JobQueue:
+    scheme = _scheme(settings.queue_url)
+    if scheme == "memory":
+        from contrackt.adapters.queue.memory import MemoryQueue
+
+        return MemoryQueue()
+    if scheme in ("redis", "rediss"):
+        from contrackt.adapters.queue.redis_streams import RedisStreamsQueue
+
+        return RedisStreamsQueue.from_url(settings.queue_url, claim_idle_s=settings.effective_lease_seconds)
+    if scheme == "kafka":
+        from contrackt.adapters.queue.kafka import KafkaQueue
+
+        return KafkaQueue.from_url(settings.queue_url)
+    raise ValueError(f"unsupported CONTRACKT_QUEUE_URL scheme: {scheme}")
+
+
+def make_results(settings: Settings, uow: SqlUnitOfWorkFactory) -> ResultStore:
+    scheme = _scheme(settings.results_url)
+    if scheme == "sql":
+        from contrackt.adapters.results.sql import SqlResultStore
+
+        return SqlResultStore(uow)
+    if scheme == "memory":
+        from contrackt.adapters.results.memory import MemoryResultStore
+
+        return MemoryResultStore()
+    if scheme in ("redis", "rediss"):
+        from contrackt.adapters.results.redis import RedisResultStore
+
+        return RedisResultStore.from_url(settings.results_url)
+    raise ValueError(f"unsupported CONTRACKT_RESULTS_URL scheme: {scheme}")
+
+
+def make_key_provider(settings: Settings) -> KeyProvider:
+    url = settings.keys_url
+    scheme = _scheme(url)
+    if scheme == "local":
+        from contrackt.adapters.keys.local import LocalKeyProvider
+
+        path = urlparse(url).path
+        return LocalKeyProvider(Path(path) if path else settings.home / "master.key")
+    if scheme == "kms":
+        from contrackt.adapters.keys.kms import KmsKeyProvider
+
+        return KmsKeyProvider.from_url(url)
+    if scheme == "vault":
+        from contrackt.adapters.keys.vault import VaultKeyProvider
+
+        return VaultKeyProvider.from_url(url)
+    raise ValueError(f"unsupported CONTRACKT_KEYS_URL scheme: {scheme}")
+
+
+def make_rate_limiter(settings: Settings) -> RateLimiter:
+    scheme = _scheme(settings.rate_limit_url)
+    if scheme == "memory":
+        from contrackt.adapters.ratelimit.memory import MemoryRateLimiter
+
+        return MemoryRateLimiter()
+    if scheme in ("redis", "rediss"):
+        from contrackt.adapters.ratelimit.redis import RedisRateLimiter
+
+        return RedisRateLimiter.from_url(settings.rate_limit_url)
+    raise ValueError(f"unsupported CONTRACKT_RATE_LIMIT_URL scheme: {scheme}")
+
+
+def make_extractor(settings: Settings) -> Extractor:
+    from contrackt.adapters.ocr.pool import ProcessPoolExtractor
+
+    return ProcessPoolExtractor(
+        workers=settings.effective_workers,
+        engine=settings.ocr_engine,
+        memory_limit_mb=settings.ocr_memory_limit_mb,
+        page_timeout_s=settings.page_timeout_seconds,
+        job_timeout_s=settings.job_timeout_seconds,
+        max_pages=settings.max_pages,
+    )
+
+
+@dataclass
+class Container:
+    settings: Settings
+    clock: Clock
+    uow: SqlUnitOfWorkFactory
+    blobs: BlobStore
+    queue: JobQueue
+    results: ResultStore
+    keys: KeyProvider
+    keyring: Keyring
+    limiter: RateLimiter
+    tenants: TenantService
+    intake: IntakeService
+    reader: ResultService
+    sweeper: Sweeper
+    wake_dispatcher: asyncio.Event
+    extractor: Extractor | None = None
+    processing: ProcessingService | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def attach_extractor(self, extractor: Extractor) -> ProcessingService:
+        self.extractor = extractor
+        self.processing = ProcessingService(
+            self.uow, self.blobs, self.results, self.keyring, extractor, self.clock,
+            lease_seconds=self.settings.effective_lease_seconds,
+            result_ttl_seconds=self.settings.result_ttl_seconds,
+        )
+        return self.processing
+
+    async def close(self) -> None:
+        if self.extractor is not None:
+            await self.extractor.close()
+        for closeable in (self.queue, self.results, self.blobs, self.keys, self.limiter):
+            await closeable.close()
+        await self.uow.close()
+
+
+def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Container:
+    """Wire adapters chosen by URL. No OCR children are started here (see attach_extractor)."""
+    settings = settings or Settings()
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    clock = clock or SystemClock()
+    uow = SqlUnitOfWorkFactory(make_engine(settings.db_url))
+    blobs = make_blobstore(settings)
+    queue = make_queue(settings)
+    results = make_results(settings, uow)
+    keys = make_key_provider(settings)
+    keyring = Keyring(keys, uow, clock)
+    wake = asyncio.Event()
+    return Container(
+        settings=settings,
+        clock=clock,
+        uow=uow,
+        blobs=blobs,
+        queue=queue,
+        results=results,
+        keys=keys,
+        keyring=keyring,
+        limiter=make_rate_limiter(settings),
+        tenants=TenantService(uow, keyring, clock),
+        intake=IntakeService(
+            uow, blobs, keyring, clock, KNOWN_ENGINES, settings.max_queue_depth, wake_dispatcher=wake
+        ),
+        reader=ResultService(uow, results, blobs, keyring, clock),
+        sweeper=Sweeper(
+            uow, blobs, results, queue, clock, stale_pending_seconds=settings.stale_pending_seconds
+        ),
+        wake_dispatcher=wake,
+    )

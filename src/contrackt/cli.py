@@ -1,0 +1,321 @@
+"""The ``contrackt`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from contrackt.settings import Settings
+
+T = TypeVar("T")
+
+
+def _run(factory: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(factory())  # type: ignore[arg-type]
+
+
+def _settings() -> Settings:
+    from contrackt.logging import configure
+
+    # Everything we write (database, WAL, blobs, key file) is for our eyes only.
+    os.umask(0o077)
+    s = Settings()
+    configure(s.log_format, s.log_level)
+    return s
+
+
+def _ensure_schema(settings: Settings) -> None:
+    """The embedded database creates itself; PostgreSQL needs ``contrackt migrate``."""
+    if settings.db_url.startswith("sqlite"):
+        from contrackt.adapters.db.migrate import upgrade
+
+        upgrade(settings.db_url)
+
+
+@click.group()
+@click.version_option(package_name="contrackt")
+def main() -> None:
+    """Contrackt: private PDF text extraction."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """API and workers in one process group, embedded defaults."""
+    import uvicorn
+
+    from contrackt.api.app import create_app
+
+    settings = _settings()
+    _ensure_schema(settings)
+    app = create_app(settings, run_worker=True)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def api(host: str, port: int) -> None:
+    """The HTTP API alone (workers run as `contrackt worker`)."""
+    import uvicorn
+
+    from contrackt.api.app import create_app
+
+    settings = _settings()
+    _ensure_schema(settings)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds))
+
+
+@main.command()
+def worker() -> None:
+    """Consume jobs until SIGTERM/SIGINT (then finish or release the job in hand)."""
+    from contrackt.bootstrap import build
+    from contrackt.worker.runtime import WorkerRuntime
+
+    settings = _settings()
+    _ensure_schema(settings)
+
+    async def run() -> None:
+        c = build(settings)
+        runtime = WorkerRuntime(c)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start(relay=True)
+        await stop.wait()
+        await runtime.stop(settings.shutdown_grace_seconds)
+        await c.close()
+
+    _run(run)
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the schema (and, on PostgreSQL, roles and policies)."""
+    settings = _settings()
+    if settings.db_url.startswith("postgresql"):
+        from contrackt.adapters.db import postgres_admin
+
+        postgres_admin.migrate(settings)
+    else:
+        from contrackt.adapters.db.migrate import upgrade
+
+        upgrade(settings.db_url)
+    click.echo("schema is up to date")
+
+
+async def _with_container(fn: Callable[[Any], Awaitable[T]]) -> T:
+    from contrackt.bootstrap import build
+
+    c = build(Settings())
+    try:
+        return await fn(c)
+    finally:
+        await c.close()
+
+
+@main.group()
+def tenant() -> None:
+    """Manage tenants."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help='Print {"tenant_id": ..., "api_key": ...}')
+def tenant_create(name: str, as_json: bool) -> None:
+    """Create a tenant and its first API key (shown once)."""
+    _ensure_schema(_settings())
+    key = _run(lambda: _with_container(lambda c: c.tenants.create(name)))
+    if as_json:
+        click.echo(json.dumps({"tenant_id": key.tenant_id, "api_key": key.api_key}))
+    else:
+        click.echo(f"tenant_id: {key.tenant_id}\napi_key:   {key.api_key}\n(the key is shown only once)")
+
+
+@tenant.command("list")
+def tenant_list() -> None:
+    _ensure_schema(_settings())
+    tenants = _run(lambda: _with_container(lambda c: c.tenants.list()))
+    for t in tenants:
+        state = f"erased {t.erased_at.isoformat()}" if t.erased_at else "active"
+        click.echo(f"{t.id}\t{t.name}\t{state}")
+
+
+@tenant.command("erase")
+@click.argument("tenant_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation")
+def tenant_erase(tenant_id: str, yes: bool) -> None:
+    """Crypto-shred a tenant: destroy its keys, blobs and results; revoke its API keys."""
+    _ensure_schema(_settings())
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Erase tenant {tenant_id} irreversibly?", abort=True)
+    report = _run(lambda: _with_container(lambda c: c.tenants.erase(tenant_id, c.blobs, c.results)))
+    click.echo(json.dumps(report))
+
+
+@tenant.command("rotate-key")
+@click.argument("tenant_id")
+def tenant_rotate_key(tenant_id: str) -> None:
+    """New data-key version; older ciphertexts still decrypt until they expire."""
+    _ensure_schema(_settings())
+    version = _run(lambda: _with_container(lambda c: c.keyring.rotate(tenant_id)))
+    click.echo(f"key version {version}")
+
+
+@main.group()
+def key() -> None:
+    """Manage API keys."""
+
+
+@key.command("create")
+@click.argument("tenant_id")
+def key_create(tenant_id: str) -> None:
+    _ensure_schema(_settings())
+    new = _run(lambda: _with_container(lambda c: c.tenants.create_key(tenant_id)))
+    click.echo(json.dumps({"key_id": new.key_id, "api_key": new.api_key}))
+
+
+@key.command("list")
+@click.argument("tenant_id")
+def key_list(tenant_id: str) -> None:
+    _ensure_schema(_settings())
+    keys = _run(lambda: _with_container(lambda c: c.tenants.list_keys(tenant_id)))
+    for k in keys:
+        state = f"revoked {k.revoked_at.isoformat()}" if k.revoked_at else "active"
+        click.echo(f"{k.id}\tctk_{k.prefix}_…\t{state}")
+
+
+@key.command("revoke")
+@click.argument("key_id")
+def key_revoke(key_id: str) -> None:
+    _ensure_schema(_settings())
+    done = _run(lambda: _with_container(lambda c: c.tenants.revoke_key(key_id)))
+    if not done:
+        raise click.ClickException("no such active key")
+    click.echo("revoked")
+
+
+@main.group()
+def audit() -> None:
+    """Audit trail."""
+
+
+@audit.command("verify")
+@click.option("--tenant", "tenant_id", default=None)
+def audit_verify(tenant_id: str | None) -> None:
+    """Check the hash chains; exit 1 if any row was changed, removed or reordered."""
+    from contrackt.services.audit import verify
+
+    _ensure_schema(_settings())
+    reports = _run(lambda: _with_container(lambda c: verify(c.uow, tenant_id)))
+    bad = 0
+    if not reports:
+        click.echo("no audit records yet")
+    for r in reports:
+        status = "ok" if not r.problems else "TAMPERED"
+        click.echo(f"{r.tenant_id}\t{r.rows} rows\t{status}")
+        for p in r.problems:
+            click.echo(f"  {p}")
+        bad += bool(r.problems)
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+def purge() -> None:
+    """Run the retention sweeper once: expired results, orphan blobs, stuck jobs."""
+    _ensure_schema(_settings())
+    report = _run(lambda: _with_container(lambda c: c.sweeper.sweep()))
+    click.echo(json.dumps(report.__dict__))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--engine", default=None, help="OCR engine (default: the configured one)")
+@click.option("--mode", type=click.Choice(["auto", "ocr", "text"]), default="auto", show_default=True)
+def extract(file: Path, fmt: str, engine: str | None, mode: str) -> None:
+    """Extract FILE in-process (no server, no database); progress on stderr."""
+    from contrackt.bootstrap import make_extractor
+    from contrackt.domain.errors import ContracktError
+    from contrackt.ports.extractor import ExtractOptions
+
+    settings = _settings()
+    data = file.read_bytes()
+    if not data.startswith(b"%PDF-"):
+        raise click.ClickException("not a PDF (the file does not start with %PDF-)")
+
+    async def run() -> Any:
+        extractor = make_extractor(settings)
+        await extractor.start()
+        show = sys.stderr.isatty() or True
+
+        async def progress(done: int, total: int) -> None:
+            if show:
+                width = 30
+                filled = int(width * done / max(total, 1))
+                sys.stderr.write(f"\rpages {done}/{total} [{'#' * filled}{'.' * (width - filled)}]")
+                sys.stderr.flush()
+
+        try:
+            result = await extractor.extract(data, ExtractOptions(engine=engine, mode=mode), progress)
+        finally:
+            await extractor.close()
+            sys.stderr.write("\n")
+        return result
+
+    try:
+        result = _run(run)
+    except ContracktError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(result.text)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--api-key", envvar="CONTRACKT_API_KEY", required=True)
+@click.option("--wait", is_flag=True, help="Wait for the result and print its text")
+@click.option("--timeout", default=600.0, show_default=True)
+def submit(file: Path, url: str, api_key: str, wait: bool, timeout: float) -> None:
+    """Upload FILE to a running server."""
+    import httpx
+
+    headers = {"X-API-Key": api_key}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        r = client.post("/v1/extract", content=file.read_bytes(), headers={"Content-Type": "application/pdf"})
+        if r.status_code != 202:
+            raise click.ClickException(f"{r.status_code}: {r.text}")
+        job = r.json()
+        if not wait:
+            click.echo(json.dumps(job))
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = client.get(f"/v1/jobs/{job['job_id']}").json()
+            if status["status"] == "completed":
+                click.echo(client.get(f"/v1/jobs/{job['job_id']}/result", params={"format": "text"}).text)
+                return
+            if status["status"] == "failed":
+                raise click.ClickException(json.dumps(status["error"]))
+            time.sleep(0.5)
+        raise click.ClickException("timed out waiting for the job")
+
+
+if __name__ == "__main__":
+    main()

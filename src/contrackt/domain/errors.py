@@ -1,0 +1,110 @@
+"""Error hierarchy: every error carries its HTTP status and a stable code."""
+
+from __future__ import annotations
+
+
+class ContracktError(Exception):
+    """Root of every error the service reports to a client.
+
+    ``code`` is a stable machine-readable slug; ``message`` is safe to show to
+    the client (never document content, file names or keys).
+    """
+
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal error"
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        self.message = message or self.title
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class NotAPdf(ContracktError):
+    status, code, title = 415, "not_a_pdf", "The upload is not a PDF document"
+
+
+class EmptyUpload(ContracktError):
+    status, code, title = 422, "empty_upload", "The upload is empty"
+
+
+class InvalidRequest(ContracktError):
+    status, code, title = 422, "invalid_request", "The request is invalid"
+
+
+class UploadTooLarge(ContracktError):
+    status, code, title = 413, "upload_too_large", "The upload exceeds the size limit"
+
+
+class TooManyPages(ContracktError):
+    status, code, title = 413, "too_many_pages", "The document has more pages than allowed"
+
+
+class EncryptedPdf(ContracktError):
+    status, code, title = 422, "encrypted_pdf", "The PDF is protected by a password"
+
+
+class CorruptPdf(ContracktError):
+    status, code, title = 422, "corrupt_pdf", "The PDF could not be read"
+
+
+class ResourceLimit(ContracktError):
+    status, code, title = 422, "resource_limit", "The document exceeded a resource limit"
+
+
+class ExtractionTimeout(ContracktError):
+    status, code, title = 422, "timeout", "The document took too long to process"
+
+
+class Unauthorized(ContracktError):
+    status, code, title = 401, "unauthorized", "A valid API key is required"
+
+
+class NotFound(ContracktError):
+    status, code, title = 404, "not_found", "No such job"
+
+
+class NotFinished(ContracktError):
+    status, code, title = 409, "not_finished", "The job has not finished yet"
+
+
+class JobFailed(ContracktError):
+    status, code, title = 409, "job_failed", "The job failed; it has no result"
+
+
+class Gone(ContracktError):
+    status, code, title = 410, "gone", "The result has expired or was purged"
+
+
+class RateLimited(ContracktError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class Overloaded(ContracktError):
+    status, code, title = 503, "overloaded", "The service is busy; retry later"
+
+
+class UnknownEngine(ContracktError):
+    status, code, title = 422, "unknown_engine", "Unknown OCR engine"
+
+
+class IdempotencyConflict(ContracktError):
+    """Raised by repositories when a job with the same Idempotency-Key already exists."""
+
+    status, code, title = 409, "idempotency_conflict", "A job with this Idempotency-Key exists"
+
+
+class KeyUnavailable(ContracktError):
+    """The tenant's key was destroyed (crypto-shredded) or cannot be unwrapped."""
+
+    status, code, title = 410, "key_unavailable", "The data's key no longer exists"
+
+
+class DecryptionFailed(ContracktError):
+    status, code, title = 500, "decryption_failed", "Stored data failed its integrity check"
+
+
+# Failure codes a job may end with (``jobs.error_code``), and which are worth retrying.
+PERMANENT_JOB_ERRORS = frozenset(
+    {"encrypted_pdf", "corrupt_pdf", "too_many_pages", "unknown_engine", "key_unavailable"}
+)

@@ -1,0 +1,87 @@
+"""Job state machine."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+ALLOWED = {
+    JobStatus.PENDING: {JobStatus.PROCESSING, JobStatus.FAILED},
+    # processing -> pending: a released or timed-out claim goes back to the queue
+    JobStatus.PROCESSING: {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.PENDING},
+    JobStatus.COMPLETED: set(),
+    JobStatus.FAILED: set(),
+}
+
+
+def can_transition(src: JobStatus, dst: JobStatus) -> bool:
+    return dst in ALLOWED[src]
+
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class Job:
+    id: str
+    tenant_id: str
+    status: JobStatus
+    created_at: datetime
+    api_key_id: str | None = None
+    fingerprint: str | None = None
+    key_version: int = 1
+    blob_key: str | None = None
+    size_bytes: int = 0
+    engine: str | None = None
+    mode: str = "auto"
+    pages_total: int | None = None
+    pages_done: int = 0
+    attempts: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    lease_until: datetime | None = None
+    result_expires_at: datetime | None = None
+    purged_at: datetime | None = None
+    delete_on_read: bool = False
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    """What travels on the queue: never the document itself."""
+
+    job_id: str
+    tenant_id: str
+    blob_key: str
+    attempt: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "job_id": self.job_id,
+            "tenant_id": self.tenant_id,
+            "blob_key": self.blob_key,
+            "attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> JobMessage:
+        return cls(
+            job_id=str(data["job_id"]),
+            tenant_id=str(data["tenant_id"]),
+            blob_key=str(data["blob_key"]),
+            attempt=int(data.get("attempt", 0)),  # type: ignore[call-overload]
+        )

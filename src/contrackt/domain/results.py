@@ -1,0 +1,88 @@
+"""Extraction result model (the JSON of DESIGN.md §5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PageSource = Literal["text_layer", "ocr"]
+PAGE_SEPARATOR = "\n\f\n"
+
+
+@dataclass
+class Line:
+    text: str
+    confidence: float
+    bbox: tuple[float, float, float, float]  # PDF points, origin top-left
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "confidence": round(self.confidence, 4),
+            "bbox": [round(v, 2) for v in self.bbox],
+        }
+
+
+@dataclass
+class Page:
+    number: int
+    source: PageSource
+    text: str
+    confidence: float
+    lines: list[Line] = field(default_factory=list)
+    zoom: float | None = None
+    rotation: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "source": self.source,
+            "zoom": self.zoom,
+            "rotation": self.rotation,
+            "confidence": round(self.confidence, 4),
+            "text": self.text,
+            "lines": [ln.to_dict() for ln in self.lines],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Page:
+        return cls(
+            number=int(d["number"]),
+            source=d["source"],
+            text=d["text"],
+            confidence=float(d["confidence"]),
+            lines=[
+                Line(text=ln["text"], confidence=float(ln["confidence"]), bbox=tuple(ln["bbox"]))
+                for ln in d.get("lines", [])
+            ],
+            zoom=d.get("zoom"),
+            rotation=int(d.get("rotation", 0)),
+        )
+
+
+@dataclass
+class ExtractionResult:
+    pages: list[Page]
+    engine: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The whole document: pages separated by a form feed on its own line."""
+        return PAGE_SEPARATOR.join(p.text for p in self.pages)
+
+    @property
+    def confidence_avg(self) -> float:
+        if not self.pages:
+            return 0.0
+        return sum(p.confidence for p in self.pages) / len(self.pages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "pages": [p.to_dict() for p in self.pages],
+            "confidence_avg": round(self.confidence_avg, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExtractionResult:
+        return cls(pages=[Page.from_dict(p) for p in d["pages"]], engine=d.get("engine"))

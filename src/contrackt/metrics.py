@@ -1,0 +1,16 @@
+"""Prometheus metrics (low-cardinality labels: never tenant ids)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+JOBS_SUBMITTED = Counter("contrackt_jobs_submitted_total", "Jobs accepted by the API")
+JOBS_FINISHED = Counter("contrackt_jobs_finished_total", "Jobs that reached a terminal state", ["outcome"])
+PAGES = Counter("contrackt_pages_total", "Pages extracted", ["source"])
+JOB_SECONDS = Histogram(
+    "contrackt_job_seconds",
+    "Time from claim to completion",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+)
+HTTP_REQUESTS = Counter("contrackt_http_requests_total", "HTTP requests", ["route", "status"])
+REJECTED = Counter("contrackt_requests_rejected_total", "Requests refused", ["code"])

@@ -1,0 +1,1 @@
+"""Narrow interfaces (typing.Protocol) between services and infrastructure."""

@@ -1,0 +1,45 @@
+"""Port: turning PDF bytes into text (sandboxed child processes behind it)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from contrackt.domain.results import ExtractionResult
+
+# Called after each page: (pages_done, pages_total).
+ProgressCallback = Callable[[int, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    engine: str | None = None  # None: the deployment's default engine
+    mode: str = "auto"  # auto | ocr | text
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    pages: int
+    encrypted: bool
+
+
+class Extractor(Protocol):
+    """Raises domain errors: EncryptedPdf, CorruptPdf, TooManyPages, ResourceLimit,
+    ExtractionTimeout, UnknownEngine."""
+
+    async def start(self) -> None:
+        """Spawn and warm the child processes (models loaded before the first job)."""
+        ...
+
+    async def inspect(self, pdf: bytes) -> DocumentInfo:
+        """Open the document in a sandboxed child with a short time limit."""
+        ...
+
+    async def extract(
+        self, pdf: bytes, options: ExtractOptions, progress: ProgressCallback | None = None
+    ) -> ExtractionResult: ...
+
+    def engines(self) -> list[str]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,185 @@
+"""Processing: claim a job, decrypt, extract, store the result, destroy the document."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from contrackt.domain.audit import AuditAction
+from contrackt.domain.errors import PERMANENT_JOB_ERRORS, ContracktError
+from contrackt.domain.jobs import MAX_ATTEMPTS, Job
+from contrackt.domain.results import ExtractionResult
+from contrackt.ports.blobstore import BlobStore
+from contrackt.ports.clock import Clock
+from contrackt.ports.extractor import ExtractOptions, Extractor
+from contrackt.ports.queue import Delivery
+from contrackt.ports.repositories import UnitOfWorkFactory
+from contrackt.ports.results import ResultStore
+from contrackt.services import audit
+from contrackt.services.crypto import PURPOSE_DOCUMENT, PURPOSE_RESULT, key_version_of, open_sealed, seal
+from contrackt.services.keyring import Keyring
+
+log = structlog.get_logger("contrackt.processing")
+
+
+def backoff_seconds(attempt: int) -> float:
+    return float(min(30, 2 ** attempt))
+
+
+def result_payload(job_id: str, result: ExtractionResult) -> tuple[bytes, str]:
+    """The stored result document (JSON bytes) and its SHA-256."""
+    body: dict[str, Any] = {"job_id": job_id, **result.to_dict(), "engine": result.engine}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    body["result_sha256"] = digest
+    return json.dumps(body, ensure_ascii=False).encode(), digest
+
+
+class ProcessingService:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        blobs: BlobStore,
+        results: ResultStore,
+        keyring: Keyring,
+        extractor: Extractor,
+        clock: Clock,
+        *,
+        lease_seconds: float,
+        result_ttl_seconds: int,
+    ) -> None:
+        self.uow = uow
+        self.blobs = blobs
+        self.results = results
+        self.keyring = keyring
+        self.extractor = extractor
+        self.clock = clock
+        self.lease = timedelta(seconds=lease_seconds)
+        self.result_ttl = timedelta(seconds=result_ttl_seconds)
+
+    async def handle(self, delivery: Delivery) -> None:
+        msg = delivery.message
+        structlog.contextvars.bind_contextvars(job_id=msg.job_id, tenant_id=msg.tenant_id)
+        try:
+            await self._handle(delivery)
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id", "tenant_id")
+
+    async def _handle(self, delivery: Delivery) -> None:
+        msg = delivery.message
+        now = self.clock.now()
+        async with self.uow(msg.tenant_id) as uow:
+            job = await uow.jobs.claim(msg.job_id, now, now + self.lease)
+            if job is not None:
+                await audit.record(
+                    uow, self.clock, job.tenant_id, AuditAction.PROCESSING,
+                    job_id=job.id, fingerprint=job.fingerprint, attempt=job.attempts,
+                )
+        if job is None:
+            # Finished, claimed by another worker, or unknown: nothing to do.
+            log.info("job.claim.skipped")
+            await delivery.ack()
+            return
+        log.info("job.processing", attempt=job.attempts)
+        started = time.monotonic()
+        heartbeat = asyncio.create_task(self._heartbeat(job))
+        try:
+            result = await self._extract(job)
+        except ContracktError as exc:
+            await self._on_failure(delivery, job, exc.code, exc.message, permanent=exc.code in PERMANENT_JOB_ERRORS)
+            return
+        except Exception:  # an adapter failed (storage, database): retry
+            log.exception("job.error")
+            await self._on_failure(delivery, job, "internal_error", "Processing failed", permanent=False)
+            return
+        finally:
+            heartbeat.cancel()
+        await self._complete(delivery, job, result, time.monotonic() - started)
+
+    async def _heartbeat(self, job: Job) -> None:
+        interval = max(1.0, self.lease.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            now = self.clock.now()
+            async with self.uow(job.tenant_id) as uow:
+                await uow.jobs.extend_lease(job.id, job.attempts, now + self.lease)
+
+    async def _extract(self, job: Job) -> ExtractionResult:
+        assert job.blob_key is not None
+        sealed = await self.blobs.get(job.blob_key)
+        key = await self.keyring.data_key(job.tenant_id, key_version_of(sealed))
+        pdf = open_sealed(key, job.tenant_id, job.id, PURPOSE_DOCUMENT, sealed)
+
+        async def progress(done: int, total: int) -> None:
+            async with self.uow(job.tenant_id) as uow:
+                await uow.jobs.set_progress(job.id, done, total)
+
+        return await self.extractor.extract(pdf, ExtractOptions(engine=job.engine, mode=job.mode), progress)
+
+    async def _complete(self, delivery: Delivery, job: Job, result: ExtractionResult, seconds: float) -> None:
+        payload, digest = result_payload(job.id, result)
+        version, key = await self.keyring.current(job.tenant_id)
+        now = self.clock.now()
+        expires = now + self.result_ttl
+        await self.results.put(
+            job.tenant_id, job.id, seal(key, version, job.tenant_id, job.id, PURPOSE_RESULT, payload), expires
+        )
+        async with self.uow(job.tenant_id) as uow:
+            moved = await uow.jobs.finish(
+                job.id, job.attempts, completed=True, now=now, result_expires_at=expires,
+                pages=len(result.pages),
+            )
+            if moved:
+                await audit.record(
+                    uow, self.clock, job.tenant_id, AuditAction.COMPLETED,
+                    job_id=job.id, fingerprint=job.fingerprint, page_count=len(result.pages),
+                    duration_ms=int(seconds * 1000), result_sha256=digest, outcome="completed",
+                    key_version=version, engine=result.engine,
+                )
+        if moved:
+            log.info("job.completed", pages=len(result.pages), duration_ms=int(seconds * 1000))
+            await self.destroy_document(job)
+        else:
+            log.warning("job.complete.lost_claim")
+        await delivery.ack()
+
+    async def _on_failure(self, delivery: Delivery, job: Job, code: str, message: str, *, permanent: bool) -> None:
+        if permanent or job.attempts >= MAX_ATTEMPTS:
+            async with self.uow(job.tenant_id) as uow:
+                moved = await uow.jobs.finish(
+                    job.id, job.attempts, completed=False, now=self.clock.now(),
+                    error_code=code, error_message=message,
+                )
+                if moved:
+                    await audit.record(
+                        uow, self.clock, job.tenant_id, AuditAction.FAILED,
+                        job_id=job.id, fingerprint=job.fingerprint, outcome=code, attempt=job.attempts,
+                    )
+            log.warning("job.failed", code=code, attempt=job.attempts)
+            if moved:
+                await self.destroy_document(job)
+            if permanent:
+                await delivery.ack()
+            else:
+                await delivery.dead_letter(code)
+            return
+        async with self.uow(job.tenant_id) as uow:
+            await uow.jobs.release(job.id, job.attempts)
+        log.warning("job.retry", code=code, attempt=job.attempts)
+        await delivery.retry(backoff_seconds(job.attempts))
+
+    async def destroy_document(self, job: Job) -> None:
+        """Delete the encrypted upload and record it (PURGED, what=document)."""
+        if job.blob_key:
+            await self.blobs.delete(job.blob_key)
+        async with self.uow(job.tenant_id) as uow:
+            await uow.jobs.mark_purged(job.id, self.clock.now())
+            await audit.record(
+                uow, self.clock, job.tenant_id, AuditAction.PURGED,
+                job_id=job.id, fingerprint=job.fingerprint, what="document",
+            )

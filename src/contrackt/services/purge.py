@@ -1,0 +1,114 @@
+"""Retention sweeper and reconciler: expired results, orphan blobs, stuck jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from contrackt.domain.audit import AuditAction
+from contrackt.domain.ids import parse_id
+from contrackt.domain.jobs import MAX_ATTEMPTS, JobMessage, JobStatus
+from contrackt.ports.blobstore import BlobStore
+from contrackt.ports.clock import Clock
+from contrackt.ports.queue import JobQueue
+from contrackt.ports.repositories import UnitOfWorkFactory
+from contrackt.ports.results import ResultStore
+from contrackt.services import audit
+
+log = structlog.get_logger("contrackt.sweeper")
+
+
+@dataclass
+class SweepReport:
+    results_expired: int = 0
+    orphan_blobs_deleted: int = 0
+    jobs_requeued: int = 0
+    jobs_failed: int = 0
+
+
+class Sweeper:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        blobs: BlobStore,
+        results: ResultStore,
+        queue: JobQueue,
+        clock: Clock,
+        *,
+        stale_pending_seconds: float,
+        orphan_grace_seconds: float = 300.0,
+    ) -> None:
+        self.uow = uow
+        self.blobs = blobs
+        self.results = results
+        self.queue = queue
+        self.clock = clock
+        self.stale_pending = timedelta(seconds=stale_pending_seconds)
+        self.orphan_grace = timedelta(seconds=orphan_grace_seconds)
+
+    async def sweep(self) -> SweepReport:
+        report = SweepReport()
+        report.results_expired = await self.results.purge_expired(self.clock.now())
+        await self.reconcile(report)
+        await self.delete_orphans(report)
+        if report.jobs_requeued or report.jobs_failed or report.orphan_blobs_deleted:
+            log.info("sweep.done", **report.__dict__)
+        return report
+
+    async def reconcile(self, report: SweepReport, *, all_unfinished: bool = False) -> None:
+        """Re-enqueue jobs stuck in pending, or in processing after their lease ended.
+
+        ``all_unfinished``: at boot of an embedded (in-process queue) server every
+        unfinished job is orphaned, whatever its age or lease.
+        """
+        now = self.clock.now()
+        far = now + timedelta(days=3650)
+        async with self.uow(system=True) as uow:
+            stale = await uow.jobs.find_stale(
+                far if all_unfinished else now - self.stale_pending, far if all_unfinished else now
+            )
+        for job in stale:
+            async with self.uow(job.tenant_id) as uow:
+                if job.status is JobStatus.PROCESSING:
+                    if job.attempts >= MAX_ATTEMPTS:
+                        if await uow.jobs.finish(
+                            job.id, job.attempts, completed=False, now=now,
+                            error_code="worker_lost", error_message="The worker stopped during every attempt",
+                        ):
+                            await audit.record(
+                                uow, self.clock, job.tenant_id, AuditAction.FAILED,
+                                job_id=job.id, fingerprint=job.fingerprint, outcome="worker_lost",
+                            )
+                            report.jobs_failed += 1
+                        continue
+                    if not await uow.jobs.release(job.id, job.attempts):
+                        continue
+            if job.blob_key is None:
+                continue
+            await self.queue.publish(JobMessage(job.id, job.tenant_id, job.blob_key, job.attempts))
+            report.jobs_requeued += 1
+
+    async def delete_orphans(self, report: SweepReport) -> None:
+        """Blobs whose job is finished or unknown (a crash between steps) are deleted."""
+        now = self.clock.now()
+        for info in await self.blobs.list(""):
+            key = info.key
+            parts = key.removesuffix(".enc").split("/")
+            if len(parts) != 2:
+                continue
+            tenant_id, job_id = parse_id(parts[0]), parse_id(parts[1])
+            if tenant_id is None or job_id is None:
+                continue
+            async with self.uow(tenant_id) as uow:
+                job = await uow.jobs.get(tenant_id, job_id)
+            if job is None:
+                # Intake stores the blob just before the job row; leave young ones alone.
+                if info.modified < now - self.orphan_grace:
+                    await self.blobs.delete(key)
+                    report.orphan_blobs_deleted += 1
+            elif job.status.terminal:
+                await self.blobs.delete(key)
+                report.orphan_blobs_deleted += 1
+

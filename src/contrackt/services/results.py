@@ -1,0 +1,125 @@
+"""Reading jobs and results: status, result delivery (DELIVERED), purge on demand."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from contrackt.domain.audit import AuditAction
+from contrackt.domain.errors import Gone, JobFailed, NotFinished, NotFound
+from contrackt.domain.ids import parse_id
+from contrackt.domain.jobs import Job, JobStatus
+from contrackt.domain.tenants import Principal
+from contrackt.ports.blobstore import BlobStore
+from contrackt.ports.clock import Clock
+from contrackt.ports.repositories import UnitOfWorkFactory
+from contrackt.ports.results import ResultStore
+from contrackt.services import audit
+from contrackt.services.crypto import PURPOSE_RESULT, key_version_of, open_sealed
+from contrackt.services.keyring import Keyring
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The public JSON of GET /v1/jobs/{id}."""
+    error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
+    return {
+        "job_id": job.id,
+        "status": job.status.value,
+        "pages_total": job.pages_total,
+        "pages_done": job.pages_done,
+        "error": error,
+        "created_at": job.created_at.isoformat(),
+        "completed_at": job.completed_at.isoformat() if job.completed_at else None,
+    }
+
+
+class ResultService:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        results: ResultStore,
+        blobs: BlobStore,
+        keyring: Keyring,
+        clock: Clock,
+    ) -> None:
+        self.uow = uow
+        self.results = results
+        self.blobs = blobs
+        self.keyring = keyring
+        self.clock = clock
+
+    async def job(self, principal: Principal, job_id: str) -> Job:
+        """The caller's job; another tenant's job is reported exactly like a missing one."""
+        canonical = parse_id(job_id)
+        if canonical is None:
+            raise NotFound()
+        async with self.uow(principal.tenant_id) as uow:
+            job = await uow.jobs.get(principal.tenant_id, canonical)
+        if job is None:
+            raise NotFound()
+        return job
+
+    async def result(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        job = await self.job(principal, job_id)
+        if job.status is JobStatus.FAILED:
+            raise JobFailed(f"The job failed ({job.error_code}); it has no result")
+        if job.status is not JobStatus.COMPLETED:
+            raise NotFinished(retry_after=1)
+        now = self.clock.now()
+        if job.result_expires_at is not None and job.result_expires_at <= now:
+            raise Gone()
+        sealed = await self.results.get(job.tenant_id, job.id)
+        if sealed is None:
+            raise Gone()
+        key = await self.keyring.data_key(job.tenant_id, key_version_of(sealed))
+        body: dict[str, Any] = json.loads(open_sealed(key, job.tenant_id, job.id, PURPOSE_RESULT, sealed))
+        body.pop("engine", None)
+        async with self.uow(job.tenant_id) as uow:
+            await audit.record(
+                uow, self.clock, job.tenant_id, AuditAction.DELIVERED,
+                job_id=job.id, api_key_id=principal.api_key_id, fingerprint=job.fingerprint,
+                result_sha256=body.get("result_sha256"),
+            )
+        if job.delete_on_read:
+            await self._purge_result(job)
+        return body
+
+    async def _purge_result(self, job: Job) -> None:
+        await self.results.delete(job.tenant_id, job.id)
+        async with self.uow(job.tenant_id) as uow:
+            await uow.jobs.expire_result(job.id, self.clock.now())
+            await audit.record(
+                uow, self.clock, job.tenant_id, AuditAction.PURGED,
+                job_id=job.id, fingerprint=job.fingerprint, what="result",
+            )
+
+    async def purge(self, principal: Principal, job_id: str) -> Job:
+        """DELETE /v1/jobs/{id}: cancel if unfinished, destroy document and result now."""
+        job = await self.job(principal, job_id)
+        now = self.clock.now()
+        if job.blob_key:
+            await self.blobs.delete(job.blob_key)
+        await self.results.delete(job.tenant_id, job.id)
+        async with self.uow(job.tenant_id) as uow:
+            if job.status is JobStatus.PENDING:
+                if await uow.jobs.fail_pending(job.id, now, "cancelled", "Deleted by the client"):
+                    await audit.record(
+                        uow, self.clock, job.tenant_id, AuditAction.FAILED,
+                        job_id=job.id, fingerprint=job.fingerprint, outcome="cancelled",
+                    )
+            elif job.status is JobStatus.PROCESSING:
+                if await uow.jobs.finish(
+                    job.id, job.attempts, completed=False, now=now,
+                    error_code="cancelled", error_message="Deleted by the client",
+                ):
+                    await audit.record(
+                        uow, self.clock, job.tenant_id, AuditAction.FAILED,
+                        job_id=job.id, fingerprint=job.fingerprint, outcome="cancelled",
+                    )
+            await uow.jobs.mark_purged(job.id, now)
+            await uow.jobs.expire_result(job.id, now)
+            await audit.record(
+                uow, self.clock, job.tenant_id, AuditAction.PURGED,
+                job_id=job.id, fingerprint=job.fingerprint, what="document+result",
+            )
+        return await self.job(principal, job_id)

@@ -1,0 +1,1 @@
+"""Worker: queue consumers, outbox relay, sweeper, graceful shutdown."""

@@ -1,0 +1,124 @@
+"""The worker runtime: consumer tasks over one OCR child pool, plus periodic loops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from contrackt.bootstrap import Container, make_extractor
+from contrackt.ports.extractor import Extractor
+from contrackt.services.dispatch import relay_outbox
+from contrackt.services.purge import SweepReport
+
+log = structlog.get_logger("contrackt.worker")
+
+
+async def _forever(name: str, step: Callable[[], Awaitable[object]], pause: Callable[[], Awaitable[object]]) -> None:
+    """Run ``step`` repeatedly; an error is logged and retried, never fatal."""
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(f"{name}.error")
+            await asyncio.sleep(1.0)
+        await pause()
+
+
+def relay_loop(c: Container) -> asyncio.Task[None]:
+    async def pause() -> None:
+        try:
+            await asyncio.wait_for(c.wake_dispatcher.wait(), 1.0)
+        except TimeoutError:
+            pass
+        c.wake_dispatcher.clear()
+
+    return asyncio.create_task(_forever("outbox", lambda: relay_outbox(c.uow, c.queue, c.clock), pause))
+
+
+class WorkerRuntime:
+    def __init__(self, container: Container, extractor: Extractor | None = None) -> None:
+        self.c = container
+        self.extractor = extractor or make_extractor(container.settings)
+        self.processing = container.attach_extractor(self.extractor)
+        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self._stopping = asyncio.Event()
+        self._consumers: list[asyncio.Task[None]] = []
+        self._loops: list[asyncio.Task[None]] = []
+        self._ready = False
+        self._busy = 0
+
+    def ready(self) -> bool:
+        return self._ready
+
+    def alive(self) -> bool:
+        tasks = self._consumers + self._loops
+        return not any(t.done() for t in tasks) or self._stopping.is_set()
+
+    async def start(self, *, relay: bool = True) -> None:
+        await self.extractor.start()
+        self._ready = True
+        if self.c.settings.queue_url.startswith("memory://"):
+            # The in-process queue died with the previous process: refill it from the database.
+            report = SweepReport()
+            await self.c.sweeper.reconcile(report, all_unfinished=True)
+            log.info("worker.recovered", jobs_requeued=report.jobs_requeued)
+        n = self.c.settings.effective_concurrency
+        self._consumers = [asyncio.create_task(self._consume(f"{self.name}-{i}")) for i in range(n)]
+        if relay:
+            self._loops.append(relay_loop(self.c))
+        self._loops.append(asyncio.create_task(self._sweep_loop()))
+        log.info("worker.started", workers=n, consumer=self.name)
+
+    async def _sweep_loop(self) -> None:
+        async def pause() -> None:
+            await asyncio.sleep(self.c.settings.sweep_interval_seconds)
+
+        await _forever("sweeper", self.c.sweeper.sweep, pause)
+
+    async def _consume(self, consumer: str) -> None:
+        while not self._stopping.is_set():
+            try:
+                delivery = await self.c.queue.receive(consumer, 1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("queue.receive.error")
+                await asyncio.sleep(1.0)
+                continue
+            if delivery is None:
+                continue
+            self._busy += 1
+            try:
+                await self.processing.handle(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never lose the consumer: the job stays in the database and the
+                # reconciler will hand it out again.
+                log.exception("job.handle.error")
+            finally:
+                self._busy -= 1
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming; let jobs in flight finish within ``grace_s``, then cancel them.
+
+        A cancelled job keeps its row in `processing`; its lease runs out and the
+        reconciler hands it to another worker (or to this one after a restart).
+        """
+        self._stopping.set()
+        if self._consumers:
+            _, pending = await asyncio.wait(self._consumers, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._consumers, return_exceptions=True)
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.extractor.close()
+        log.info("worker.stopped")
