@@ -260,20 +260,17 @@ def extract(file: Path, fmt: str, engine: str | None, mode: str) -> None:
     async def run() -> Any:
         extractor = make_extractor(settings)
         await extractor.start()
-        show = sys.stderr.isatty() or True
-
         async def progress(done: int, total: int) -> None:
-            if show:
-                width = 30
-                filled = int(width * done / max(total, 1))
-                sys.stderr.write(f"\rpages {done}/{total} [{'#' * filled}{'.' * (width - filled)}]")
-                sys.stderr.flush()
+            width = 30
+            filled = int(width * done / max(total, 1))
+            end = "" if sys.stderr.isatty() and done < total else "\n"
+            sys.stderr.write(f"\rpages {done}/{total} [{'#' * filled}{'.' * (width - filled)}]{end}")
+            sys.stderr.flush()
 
         try:
             result = await extractor.extract(data, ExtractOptions(engine=engine, mode=mode), progress)
         finally:
             await extractor.close()
-            sys.stderr.write("\n")
         return result
 
     try:
@@ -315,6 +312,41 @@ def submit(file: Path, url: str, api_key: str, wait: bool, timeout: float) -> No
                 raise click.ClickException(json.dumps(status["error"]))
             time.sleep(0.5)
         raise click.ClickException("timed out waiting for the job")
+
+
+@main.group()
+def receipt() -> None:
+    """Deletion receipts."""
+
+
+@receipt.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--public-key", "public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="PEM, base64 or the JSON of GET /v1/receipt-key (default: this installation's key under CONTRACKT_HOME)",
+)
+def receipt_verify(file: Path, public_key: Path | None) -> None:
+    """Check a deletion receipt's signature offline; exit 0 "valid", or 1 with the reason."""
+    from contrackt.adapters.keys.receipt_signer import RECEIPT_KEY_FILE, load_public_key
+    from contrackt.services.receipts import ReceiptInvalid, parse_public_key, verify_receipt
+
+    try:
+        if public_key is not None:
+            raw = parse_public_key(public_key.read_bytes())
+        else:
+            local = load_public_key(Settings().home / RECEIPT_KEY_FILE)
+            if local is None:
+                raise ReceiptInvalid("no public key: pass --public-key (saved from GET /v1/receipt-key)")
+            raw = local
+        try:
+            doc = json.loads(file.read_bytes())
+        except ValueError as exc:
+            raise ReceiptInvalid("the receipt is not JSON") from exc
+        verify_receipt(doc, raw)
+    except ReceiptInvalid as exc:
+        click.echo(f"invalid: {exc}")
+        sys.exit(1)
+    click.echo("valid")
 
 
 if __name__ == "__main__":

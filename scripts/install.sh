@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install everything Contrackt needs on a fresh Debian machine: system packages,
+# a virtualenv in .venv with pinned Python packages, and the project itself.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: OpenCV's runtime libraries (rapidocr), Tesseract with Portuguese
+# data (the light OCR engine and the benchmark's peers), OCRmyPDF (benchmark peer).
+APT_PACKAGES=(libgl1 libglib2.0-0 tesseract-ocr tesseract-ocr-por tesseract-ocr-eng libtesseract-dev pkg-config)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then PYTHON=$candidate; break; fi
+  done
+fi
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+echo "installed: $(.venv/bin/contrackt --version)"
