@@ -49,7 +49,9 @@ class FakeExtractor:
         for i, text in enumerate(texts, start=1):
             if b"%FAULT:slow" in pdf:
                 await asyncio.sleep(1.0)
-            lines = [Line(t, 0.99, (10.0, 10.0 + 12 * n, 200.0, 20.0 + 12 * n)) for n, t in enumerate(text.splitlines())]
+            lines = [
+                Line(t, 0.99, (10.0, 10.0 + 12 * n, 200.0, 20.0 + 12 * n)) for n, t in enumerate(text.splitlines())
+            ]
             pages.append(Page(number=i, source="text_layer", text=text, confidence=1.0, lines=lines))
             if progress:
                 await progress(i, len(texts))

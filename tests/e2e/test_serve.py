@@ -122,7 +122,8 @@ def test_serve_quality_isolation_and_crash_recovery(tmp_path: Path) -> None:
     ha, hb = {"X-API-Key": a["api_key"]}, {"X-API-Key": b["api_key"]}
     port = free_port()
     log = tmp_path / "serve.log"
-    docs = {name: corpus_path("synthetic", f"{name}.pdf").read_bytes() for name in ("born_digital", "scan_mild", "scan_hard")}
+    names = ("born_digital", "scan_mild", "scan_hard")
+    docs = {name: corpus_path("synthetic", f"{name}.pdf").read_bytes() for name in names}
     gt = ground_truth()
 
     with serve(home, port, log), httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
