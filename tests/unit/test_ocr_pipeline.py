@@ -17,10 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers_cer import cer, corpus_cer  # noqa: E402
-
-from contrackt.adapters.ocr.pool import ProcessPoolExtractor  # noqa: E402
-from contrackt.domain.errors import (  # noqa: E402
+from contrackt.adapters.ocr.pool import ProcessPoolExtractor
+from contrackt.domain.errors import (
     CorruptPdf,
     EncryptedPdf,
     ExtractionTimeout,
@@ -29,8 +27,9 @@ from contrackt.domain.errors import (  # noqa: E402
     TooManyPages,
     UnknownEngine,
 )
-from contrackt.domain.results import ExtractionResult  # noqa: E402
-from contrackt.ports.extractor import ExtractOptions  # noqa: E402
+from contrackt.domain.results import ExtractionResult
+from contrackt.ports.extractor import ExtractOptions
+from helpers_cer import cer, corpus_cer
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 SYNTH = CORPUS / "synthetic"
@@ -134,6 +133,22 @@ def test_concurrent_documents_share_the_pool(pool: ProcessPoolExtractor) -> None
     assert "Residência" in ocr.pages[0].text
 
 
+def test_turned_pages_are_set_upright(pool: ProcessPoolExtractor) -> None:
+    """cardinal.pdf: one page upright and turned 90/180/270 (compare by word recall)."""
+    import re
+
+    ref_words = set(re.findall(r"\w+", _corpus_file(CORPUS / "real" / "gt" / "linn_ocrmypdf_ref.txt").decode().lower()))
+    result = _extract(pool, _corpus_file(CORPUS / "real" / "cardinal.pdf"))
+    assert [p.rotation for p in result.pages] == [0, 270, 180, 90]
+    for page in result.pages:
+        words = set(re.findall(r"\w+", page.text.lower()))
+        recall = len(words & ref_words) / len(ref_words)
+        assert recall >= 0.9, f"page {page.number}: word recall {recall:.2f}"
+        # boxes stay in the displayed page's coordinates (pages 2 and 4 are landscape)
+        width = 792 if page.number in (2, 4) else 612
+        assert all(0 <= ln.bbox[0] < ln.bbox[2] <= width + 1 for ln in page.lines)
+
+
 # ----------------------------------------------------------------------------- hostile input
 
 
@@ -183,7 +198,8 @@ def test_giant_page_is_rendered_within_pixel_budget(pool: ProcessPoolExtractor) 
     page = result.pages[0]
     assert page.source == "ocr"
     assert page.zoom is not None and page.zoom < 1.5
-    assert (200_000 * page.zoom) ** 2 <= 40_000_001
+    side_px = 200_000 * page.zoom
+    assert side_px <= 4_000.5 and side_px**2 <= 40_000_001
 
 
 def test_unknown_engine_and_mode(pool: ProcessPoolExtractor) -> None:
@@ -201,7 +217,7 @@ def test_unknown_engine_and_mode(pool: ProcessPoolExtractor) -> None:
 def _wait_idle(pool: ProcessPoolExtractor, timeout: float = 120) -> None:
     """Wait until replacement children are warm (keeps later timings honest)."""
     end = time.monotonic() + timeout
-    while pool._work.idle_count() < pool.workers and time.monotonic() < end:  # noqa: SLF001
+    while pool._work.idle_count() < pool.workers and time.monotonic() < end:
         time.sleep(0.1)
 
 

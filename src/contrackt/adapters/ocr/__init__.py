@@ -1,0 +1,1 @@
+"""OCR adapter: text layer, RapidOCR engine and the sandboxed child-process pool."""

@@ -1,0 +1,387 @@
+"""Code that runs inside the sandboxed child processes of the OCR pool.
+
+A child caps its own address space (RLIMIT_AS), pins every math library to one
+thread, loads its OCR engine once and then serves requests from its end of a
+``multiprocessing`` pipe until it receives ``stop`` or the pipe closes.
+
+Protocol (tuples, pickled by ``Connection.send``):
+
+parent -> child
+    ("inspect", req_id, pdf_bytes)
+    ("page", req_id, {"doc_id", "pdf" (bytes | None), "index", "mode", "engine",
+                      "drop_after", "forget"})
+    ("stop",)
+child -> parent
+    ("ready", pid, engines)                   once, after warming up
+    (req_id, "ok", payload)
+    (req_id, "err", code, message)             code: encrypted_pdf | corrupt_pdf |
+                                               resource_limit | doc_missing |
+                                               unknown_engine | internal_error
+
+Only the standard library is imported at module level: the parent imports this
+module too, and the child must set its thread variables before numpy,
+ONNX Runtime or PDFium are loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "OMP_THREAD_LIMIT": "1",
+    "ORT_NUM_THREADS": "1",
+}
+
+FAULT_ENGINES = ("crash", "hang", "oom")
+FAULT_ENV = "CONTRACKT_OCR_FAULT_ENGINES"
+
+DOC_CACHE_SIZE = 2
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    kind: str = "worker"  # worker (loads the engine) | inspect (PDF only)
+    engine: str = "rapidocr"
+    memory_limit_mb: int = 2048
+    zoom: float = 1.5
+    max_pixels: int = 40_000_000
+    # rapidocr shrinks anything larger to 2,000 px before detection anyway;
+    # rendering more only costs memory.
+    max_side_px: int = 4_000
+    fault_engines: bool = False
+    orientation: bool = True
+
+
+class ChildError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ----------------------------------------------------------------------------- sandbox
+
+
+def apply_limits(memory_limit_mb: int) -> None:
+    """Thread variables, address-space cap, no core dumps, die with the parent."""
+    os.environ.update(THREAD_ENV)
+    try:
+        import resource
+
+        if memory_limit_mb > 0:
+            cap = int(memory_limit_mb) * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - non-Linux
+        pass
+    # Die with the parent even while busy on a page (PR_SET_PDEATHSIG would
+    # follow the parent *thread* that spawned us, and the pool respawns from
+    # short-lived threads).
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    # The parent handles Ctrl+C and stops us through the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ----------------------------------------------------------------------------- PDF work
+
+
+def open_pdf(pdf: bytes) -> Any:
+    import pypdfium2 as pdfium
+
+    if not pdf:
+        raise ChildError("corrupt_pdf", "The PDF is empty")
+    try:
+        return pdfium.PdfDocument(pdf)
+    except pdfium.PdfiumError as exc:
+        if getattr(exc, "err_code", None) == pdfium.raw.FPDF_ERR_PASSWORD:
+            raise ChildError("encrypted_pdf", "The PDF is protected by a password") from None
+        raise ChildError("corrupt_pdf", "The PDF could not be read") from None
+
+
+def inspect_pdf(pdf: bytes) -> dict[str, Any]:
+    import pypdfium2 as pdfium
+
+    doc = open_pdf(pdf)
+    try:
+        revision = int(pdfium.raw.FPDF_GetSecurityHandlerRevision(doc.raw))
+        return {"pages": len(doc), "encrypted": revision != -1}
+    finally:
+        doc.close()
+
+
+def render_zoom(width_pt: float, height_pt: float, zoom: float, max_pixels: int, max_side: int) -> float:
+    """The zoom to render at: ``zoom``, lowered so the bitmap stays in budget."""
+    if width_pt <= 0 or height_pt <= 0 or not math.isfinite(width_pt * height_pt):
+        return 0.0
+    z = zoom
+    if width_pt * height_pt * z * z > max_pixels:
+        z = math.sqrt(max_pixels / (width_pt * height_pt))
+    if max(width_pt, height_pt) * z > max_side:
+        z = max_side / max(width_pt, height_pt)
+    return z
+
+
+class PageWorker:
+    """Holds the engine and a tiny cache of open documents."""
+
+    def __init__(self, config: ChildConfig) -> None:
+        self.config = config
+        self.engine: Any = None
+        self.orienter: Any = None
+        self.docs: OrderedDict[str, tuple[Any, bytes]] = OrderedDict()
+
+    def engines(self) -> list[str]:
+        names = [self.config.engine] if self.engine is not None else []
+        if self.config.fault_engines:
+            names += list(FAULT_ENGINES)
+        return names
+
+    def load(self) -> None:
+        import pypdfium2  # noqa: F401 - load PDFium before the first request
+
+        if self.config.kind != "worker":
+            return
+        if self.config.engine == "rapidocr":
+            from contrackt.adapters.ocr.rapidocr_engine import RapidOcrEngine
+
+            engine = RapidOcrEngine(threads=1)
+            engine.warm()
+            self.engine = engine
+        else:
+            raise ChildError("unknown_engine", f"engine {self.config.engine!r} is not available")
+        if self.config.orientation:
+            try:
+                from contrackt.adapters.ocr.orientation import OrientationDetector
+
+                self.orienter = OrientationDetector()
+            except Exception:
+                self.orienter = None
+
+    # -- documents -------------------------------------------------------------
+
+    def forget(self, doc_id: str) -> None:
+        entry = self.docs.pop(doc_id, None)
+        if entry is not None:
+            entry[0].close()
+
+    def document(self, doc_id: str, pdf: bytes | None) -> Any:
+        entry = self.docs.get(doc_id)
+        if entry is not None:
+            self.docs.move_to_end(doc_id)
+            return entry[0]
+        if pdf is None:
+            raise ChildError("doc_missing", "document not cached")
+        doc = open_pdf(pdf)
+        self.docs[doc_id] = (doc, pdf)
+        while len(self.docs) > DOC_CACHE_SIZE:
+            _, (old, _) = self.docs.popitem(last=False)
+            old.close()
+        return doc
+
+    # -- pages -----------------------------------------------------------------
+
+    def page(self, req: dict[str, Any]) -> dict[str, Any]:
+        for doc_id in req.get("forget") or ():
+            self.forget(doc_id)
+        engine = req["engine"]
+        if engine in FAULT_ENGINES and self.config.fault_engines:
+            _fault(engine)
+        if engine != self.config.engine or self.engine is None:
+            raise ChildError("unknown_engine", f"engine {engine!r} is not available")
+        doc_id = req["doc_id"]
+        doc = self.document(doc_id, req.get("pdf"))
+        try:
+            return self._page(doc, int(req["index"]), str(req["mode"]))
+        finally:
+            if req.get("drop_after"):
+                self.forget(doc_id)
+
+    def _page(self, doc: Any, index: int, mode: str) -> dict[str, Any]:
+        import pypdfium2 as pdfium
+
+        from contrackt.adapters.ocr.textlayer import extract_text_layer
+
+        try:
+            page = doc[index]
+        except (pdfium.PdfiumError, IndexError):
+            raise ChildError("corrupt_pdf", "A page could not be read") from None
+        try:
+            if mode != "ocr":
+                layer = extract_text_layer(page)
+                if layer.meaningful or mode == "text":
+                    lines = [{"text": ln.text, "confidence": 1.0, "bbox": list(ln.bbox)} for ln in layer.lines]
+                    return {
+                        "number": index + 1,
+                        "source": "text_layer",
+                        "zoom": None,
+                        "rotation": 0,
+                        "confidence": 1.0 if lines else 0.0,
+                        "text": "\n".join(ln.text for ln in layer.lines),
+                        "lines": lines,
+                    }
+            return self._ocr_page(page, index)
+        finally:
+            page.close()
+
+    def _ocr_page(self, page: Any, index: int) -> dict[str, Any]:
+        from contrackt.adapters.ocr.rapidocr_engine import group_rows
+
+        width, height = page.get_size()
+        zoom = render_zoom(
+            float(width), float(height), self.config.zoom, self.config.max_pixels, self.config.max_side_px
+        )
+        empty = {
+            "number": index + 1,
+            "source": "ocr",
+            "zoom": round(zoom, 4),
+            "rotation": 0,
+            "confidence": 0.0,
+            "text": "",
+            "lines": [],
+        }
+        if zoom <= 0:
+            return empty
+        bitmap = page.render(scale=zoom, may_draw_forms=False)
+        try:
+            image = bitmap.to_numpy()
+            if image.ndim == 3 and image.shape[2] == 4:
+                image = image[:, :, :3]
+            rotation = 0
+            if self.orienter is not None:
+                rotation = self.orienter.detect(image)
+            if rotation:
+                image = _rotate(image, rotation)
+            boxes = self.engine.recognize(image)
+        finally:
+            bitmap.close()
+        lines = group_rows(boxes)
+        h_px, w_px = image.shape[:2]
+        out_lines = []
+        for ln in lines:
+            x0, y0, x1, y1 = ln.bbox
+            if rotation:
+                x0, y0, x1, y1 = _unrotate_box((x0, y0, x1, y1), rotation, w_px, h_px)
+            out_lines.append(
+                {
+                    "text": ln.text,
+                    "confidence": float(ln.confidence),
+                    "bbox": [x0 / zoom, y0 / zoom, x1 / zoom, y1 / zoom],
+                }
+            )
+        weight = sum(len(ln.text) for ln in lines)
+        conf = sum(ln.confidence * len(ln.text) for ln in lines) / weight if weight else 0.0
+        empty.update(
+            rotation=rotation,
+            confidence=float(conf),
+            text="\n".join(ln.text for ln in lines),
+            lines=out_lines,
+        )
+        return empty
+
+
+def _rotate(image: Any, rotation: int) -> Any:
+    """Turn the image clockwise by ``rotation`` degrees (90/180/270)."""
+    import numpy as np
+
+    # np.rot90 with k>0 turns counter-clockwise
+    return np.ascontiguousarray(np.rot90(image, k=-(rotation // 90) % 4))
+
+
+def _unrotate_box(
+    box: tuple[float, float, float, float], rotation: int, w: int, h: int
+) -> tuple[float, float, float, float]:
+    """Map a box found on the image turned clockwise by ``rotation`` back to the
+    rendered page.  ``w``/``h`` are the turned image's size."""
+    x0, y0, x1, y1 = box
+    if rotation == 90:  # turned image (w, h) = (H, W); original x = y', y = w - x'
+        pts = [(y0, w - x1), (y1, w - x0)]
+    elif rotation == 180:
+        pts = [(w - x1, h - y1), (w - x0, h - y0)]
+    elif rotation == 270:
+        pts = [(h - y1, x0), (h - y0, x1)]
+    else:
+        return box
+    xs = [p[0] for p in pts]
+    ys = [p[1] for p in pts]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+def _fault(engine: str) -> None:
+    """Test engines (enabled only by configuration): misbehave on purpose."""
+    if engine == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif engine == "hang":
+        time.sleep(3600)
+    elif engine == "oom":
+        hog = [bytearray(64 * 1024 * 1024) for _ in range(1024)]
+        del hog
+
+
+# ----------------------------------------------------------------------------- main loop
+
+
+def child_main(conn: Any, config: ChildConfig) -> None:
+    """Entry point of a child process (``multiprocessing`` target)."""
+    apply_limits(config.memory_limit_mb)
+    worker = PageWorker(config)
+    try:
+        worker.load()
+    except BaseException as exc:
+        try:
+            conn.send(("failed", os.getpid(), f"{type(exc).__name__}: {exc}"))
+        finally:
+            os._exit(3)
+    conn.send(("ready", os.getpid(), worker.engines()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        except MemoryError:
+            os._exit(4)
+        if not isinstance(msg, tuple) or not msg or msg[0] == "stop":
+            break
+        op, req_id = msg[0], msg[1]
+        fatal = False
+        try:
+            if op == "inspect":
+                reply: tuple[Any, ...] = (req_id, "ok", inspect_pdf(msg[2]))
+            elif op == "page":
+                reply = (req_id, "ok", worker.page(msg[2]))
+            else:
+                reply = (req_id, "err", "internal_error", f"unknown op {op!r}")
+        except ChildError as exc:
+            reply = (req_id, "err", exc.code, exc.message)
+        except MemoryError:
+            reply = (req_id, "err", "resource_limit", "The document exceeded the memory limit")
+            fatal = True
+        except Exception as exc:
+            reply = (req_id, "err", "internal_error", type(exc).__name__)
+        try:
+            conn.send(reply)
+        except (OSError, MemoryError):
+            os._exit(5)
+        if fatal:
+            # The heap may be in a bad state: let the parent start a fresh child.
+            os._exit(6)
+    for doc_id in list(worker.docs):
+        worker.forget(doc_id)
