@@ -17,6 +17,7 @@ from contrackt.ports.keys import KeyProvider
 from contrackt.ports.queue import JobQueue
 from contrackt.ports.ratelimit import RateLimiter
 from contrackt.ports.results import ResultStore
+from contrackt.ports.signer import ReceiptSigner
 from contrackt.services.intake import IntakeService
 from contrackt.services.keyring import Keyring
 from contrackt.services.processing import ProcessingService
@@ -129,6 +130,12 @@ def make_extractor(settings: Settings) -> Extractor:
     )
 
 
+def make_receipt_signer(settings: Settings) -> ReceiptSigner:
+    from contrackt.adapters.keys.receipt_signer import RECEIPT_KEY_FILE, LocalReceiptSigner
+
+    return LocalReceiptSigner(settings.home / RECEIPT_KEY_FILE)  # created on first use
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -145,6 +152,7 @@ class Container:
     reader: ResultService
     sweeper: Sweeper
     wake_dispatcher: asyncio.Event
+    signer: ReceiptSigner
     extractor: Extractor | None = None
     processing: ProcessingService | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -197,4 +205,5 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
             uow, blobs, results, queue, clock, stale_pending_seconds=settings.stale_pending_seconds
         ),
         wake_dispatcher=wake,
+        signer=make_receipt_signer(settings),
     )

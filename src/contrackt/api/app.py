@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 
 from contrackt import __version__
 from contrackt.api import errors
-from contrackt.api.routes import events, extract, health, jobs, metrics
+from contrackt.api.routes import events, extract, health, jobs, metrics, receipts
 from contrackt.bootstrap import Container, build
 from contrackt.metrics import HTTP_REQUESTS
 from contrackt.settings import Settings
@@ -46,7 +46,9 @@ def create_app(
             runtime = (worker_factory or WorkerRuntime)(c)
             app.state.runtime = runtime
             await runtime.start(relay=True)
-        else:
+        elif not c.settings.queue_url.startswith("memory://"):
+            # A shared queue: publish right after intake. With the in-process queue a
+            # separate `contrackt api` has no consumer; the workers relay the outbox.
             relay = relay_loop(c)
         try:
             yield
@@ -68,6 +70,7 @@ def create_app(
     errors.install(app)
     for module in (extract, jobs, events, health, metrics):
         app.include_router(module.router)
+    app.include_router(receipts.router)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

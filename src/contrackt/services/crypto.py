@@ -22,6 +22,11 @@ PURPOSE_RESULT = "result"
 
 
 def associated_data(tenant_id: str, job_id: str, purpose: str, key_version: int) -> bytes:
+    """``tenant|job|purpose|version``. A part holding ``|`` is refused: the encoding must be
+    injective, or ("a|b", "c") and ("a", "b|c") would share associated data (and object key)."""
+    for part in (tenant_id, job_id, purpose):
+        if "|" in part:
+            raise ValueError("tenant, job and purpose must not contain '|'")
     return f"{tenant_id}|{job_id}|{purpose}|{key_version}".encode()
 
 

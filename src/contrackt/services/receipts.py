@@ -1,0 +1,179 @@
+"""Signed deletion receipts (Ed25519): what was destroyed, and when, for one job.
+
+A receipt is a JSON object. Its signature covers the canonical JSON of every
+other field (keys sorted, no spaces, ASCII only), so anyone holding the public
+key (``GET /v1/receipt-key``) can verify it offline (``contrackt receipt verify``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from contrackt.domain.audit import AuditAction
+from contrackt.domain.errors import ContracktError, NotFound
+from contrackt.domain.ids import parse_id
+from contrackt.domain.tenants import Principal
+from contrackt.ports.clock import Clock
+from contrackt.ports.repositories import UnitOfWorkFactory
+from contrackt.ports.signer import ReceiptSigner
+
+RECEIPT_TYPE = "contrackt.deletion-receipt.v1"
+# Everything a receipt carries, the signature aside.
+RECEIPT_FIELDS = (
+    "type",
+    "job_id",
+    "tenant_id",
+    "fingerprint",
+    "received_at",
+    "completed_at",
+    "purged_at",
+    "destroyed",
+    "result_sha256",
+    "issued_at",
+    "key_id",
+)
+_DESTROYED_ORDER = ("document", "result")
+
+
+class NotPurged(ContracktError):
+    status, code, title = 409, "not_purged", "The document has not been destroyed yet"
+
+
+class ReceiptInvalid(Exception):
+    """A receipt failed verification; the message says why."""
+
+
+def key_id_for(public_key_raw: bytes) -> str:
+    """Fingerprint of a raw Ed25519 public key: the first 128 bits of its SHA-256, hex."""
+    return hashlib.sha256(public_key_raw).hexdigest()[:32]
+
+
+def public_key_pem(public_key_raw: bytes) -> str:
+    return (
+        Ed25519PublicKey.from_public_bytes(public_key_raw)
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def canonical_bytes(receipt: dict[str, Any]) -> bytes:
+    """The signed bytes: every field but ``signature``, canonical JSON."""
+    body = {k: v for k, v in receipt.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def parse_public_key(data: bytes) -> bytes:
+    """A raw 32-byte Ed25519 public key from a PEM file, the JSON of GET /v1/receipt-key,
+    base64 of the raw key, or the raw bytes themselves."""
+    if len(data) == 32:
+        return data  # raw key bytes
+    text = data.strip()
+    if text.startswith(b"-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(text)
+        except ValueError as exc:
+            raise ReceiptInvalid("the public key file is not a valid PEM key") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise ReceiptInvalid("the public key is not an Ed25519 key")
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if text.startswith(b"{"):
+        try:
+            text = str(json.loads(text)["public_key"]).encode()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReceiptInvalid("the public key JSON has no 'public_key' field") from exc
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ReceiptInvalid("the public key is neither PEM, JSON nor base64") from exc
+    if len(raw) != 32:
+        raise ReceiptInvalid("the public key is not a 32-byte Ed25519 key")
+    return raw
+
+
+def verify_receipt(receipt: object, public_key_raw: bytes) -> None:
+    """Raise ReceiptInvalid (with the reason) unless ``receipt`` was signed by this key, unaltered."""
+    if not isinstance(receipt, dict):
+        raise ReceiptInvalid("a receipt is a JSON object")
+    if receipt.get("type") != RECEIPT_TYPE:
+        raise ReceiptInvalid(f"not a Contrackt deletion receipt (type is not {RECEIPT_TYPE})")
+    missing = [f for f in (*RECEIPT_FIELDS, "signature") if f not in receipt]
+    if missing:
+        raise ReceiptInvalid(f"missing fields: {', '.join(missing)}")
+    extra = sorted(set(receipt) - {*RECEIPT_FIELDS, "signature"})
+    if extra:
+        raise ReceiptInvalid(f"unexpected fields: {', '.join(extra)}")
+    expected_id = key_id_for(public_key_raw)
+    if receipt["key_id"] != expected_id:
+        raise ReceiptInvalid(
+            f"signed by another key (receipt key_id {receipt['key_id']}, public key {expected_id})"
+        )
+    try:
+        signature = base64.b64decode(str(receipt["signature"]), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ReceiptInvalid("the signature is not base64") from exc
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key_raw).verify(signature, canonical_bytes(receipt))
+    except InvalidSignature as exc:
+        raise ReceiptInvalid("the signature does not match the receipt (altered or forged)") from exc
+
+
+class ReceiptService:
+    def __init__(self, uow: UnitOfWorkFactory, signer: ReceiptSigner, clock: Clock) -> None:
+        self.uow = uow
+        self.signer = signer
+        self.clock = clock
+
+    def public_key(self) -> dict[str, str]:
+        raw = self.signer.public_key_raw()
+        return {
+            "algorithm": self.signer.algorithm,
+            "key_id": key_id_for(raw),
+            "public_key": base64.b64encode(raw).decode(),
+            "public_key_pem": public_key_pem(raw),
+        }
+
+    async def issue(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        """The signed receipt of the caller's job; 404 for another tenant's, 409 until purged."""
+        canonical_id = parse_id(job_id)
+        if canonical_id is None:
+            raise NotFound()
+        tenant_id = principal.tenant_id
+        async with self.uow(tenant_id) as uow:
+            job = await uow.jobs.get(tenant_id, canonical_id)
+            if job is None:
+                raise NotFound()
+            if job.purged_at is None:
+                raise NotPurged("The document is not destroyed yet; retry once the job has finished", retry_after=1)
+            # The audit trail is the evidence: what was destroyed, and the result's hash.
+            rows = [r.event for r in await uow.audit.chain(tenant_id) if r.event.job_id == job.id]
+        destroyed: set[str] = set()
+        result_sha256: str | None = None
+        for ev in rows:
+            if ev.action is AuditAction.PURGED:
+                destroyed.update(str(ev.details.get("what", "")).split("+"))
+            elif ev.action is AuditAction.COMPLETED and result_sha256 is None:
+                result_sha256 = ev.details.get("result_sha256")
+        destroyed.add("document")  # purged_at is set only after the document is deleted
+        receipt: dict[str, Any] = {
+            "type": RECEIPT_TYPE,
+            "job_id": job.id,
+            "tenant_id": job.tenant_id,
+            "fingerprint": job.fingerprint,
+            "received_at": job.created_at.isoformat(),
+            "completed_at": job.completed_at.isoformat() if job.completed_at else None,
+            "purged_at": job.purged_at.isoformat(),
+            "destroyed": [d for d in _DESTROYED_ORDER if d in destroyed],
+            "result_sha256": result_sha256,
+            "issued_at": self.clock.now().isoformat(),
+            "key_id": key_id_for(self.signer.public_key_raw()),
+        }
+        receipt["signature"] = base64.b64encode(await self.signer.sign(canonical_bytes(receipt))).decode()
+        return receipt
