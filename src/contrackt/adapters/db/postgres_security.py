@@ -1,7 +1,35 @@
-"""PostgreSQL-only security DDL: row-level security, append-only audit trail.
+"""PostgreSQL-only security DDL: row-level security, append-only audit trail, grants.
 
-Filled in by the production-backends work (roles, grants, policies). Kept
-idempotent: every statement may run again.
+Every statement is idempotent: ``apply`` runs inside migration 0001 and again on
+every ``contrackt migrate`` (so a changed policy reaches existing databases);
+``grant`` runs from ``postgres_admin.migrate`` once the role names are known.
+
+Design (docs/adr/0002-production-backends.md):
+
+* Each tenant table has RLS ENABLEd and FORCEd (the owner obeys it too) and one
+  permissive ``tenant_isolation`` policy (all commands) on
+  ``NULLIF(current_setting('app.current_tenant', true), '')::uuid``: no tenant
+  set means no rows, in and out.
+* Cross-tenant *system* work (``app.system = 'on'``, set by the unit of work for
+  ``system=True``) does not get a blanket bypass. It gets one narrow policy per
+  table and command that a known system task needs, and nothing else:
+
+  ========== ========= =====================================================
+  table      command   system task
+  ========== ========= =====================================================
+  tenants    SELECT    API-key authentication, ``tenant list``
+  api_keys   SELECT    API-key lookup by prefix
+  api_keys   UPDATE    ``key revoke KEY_ID`` (the new row must be revoked)
+  jobs       SELECT    reconciler ``find_stale``, backpressure count
+  outbox     SELECT    outbox relay (``FOR UPDATE SKIP LOCKED``)
+  outbox     UPDATE    outbox relay ``mark_sent`` (only sets ``sent_at``)
+  audit_logs SELECT    ``audit verify`` (list of tenant ids)
+  results    SELECT    results ``purge_expired`` (only expired rows)
+  results    DELETE    results ``purge_expired`` (only expired rows)
+  ========== ========= =====================================================
+
+  A system transaction can never INSERT anything, never touch ``tenant_keys``,
+  never modify or delete a job, and never read a live result.
 """
 
 from __future__ import annotations
@@ -10,30 +38,98 @@ from sqlalchemy.engine import Connection
 
 from contrackt.adapters.db.tables import TENANT_TABLES
 
-AUDIT_GUARD = """
-CREATE OR REPLACE FUNCTION contrackt_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+TENANT_EXPR = "NULLIF(current_setting('app.current_tenant', true), '')::uuid"
+SYSTEM_EXPR = "(current_setting('app.system', true) = 'on')"
+
+# One statement per entry: asyncpg (through SQLAlchemy) prepares each statement,
+# and a prepared statement cannot hold several commands.
+AUDIT_GUARD: tuple[str, ...] = (
+    """CREATE OR REPLACE FUNCTION contrackt_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   RAISE EXCEPTION 'audit_logs is append-only';
-END $$;
-DROP TRIGGER IF EXISTS audit_logs_append_only ON audit_logs;
-CREATE TRIGGER audit_logs_append_only BEFORE UPDATE OR DELETE ON audit_logs
-  FOR EACH ROW EXECUTE FUNCTION contrackt_audit_append_only();
-DROP TRIGGER IF EXISTS audit_logs_no_truncate ON audit_logs;
-CREATE TRIGGER audit_logs_no_truncate BEFORE TRUNCATE ON audit_logs
-  FOR EACH STATEMENT EXECUTE FUNCTION contrackt_audit_append_only();
-"""
+END $$""",
+    "DROP TRIGGER IF EXISTS audit_logs_append_only ON audit_logs",
+    """CREATE TRIGGER audit_logs_append_only BEFORE UPDATE OR DELETE ON audit_logs
+  FOR EACH ROW EXECUTE FUNCTION contrackt_audit_append_only()""",
+    "DROP TRIGGER IF EXISTS audit_logs_no_truncate ON audit_logs",
+    """CREATE TRIGGER audit_logs_no_truncate BEFORE TRUNCATE ON audit_logs
+  FOR EACH STATEMENT EXECUTE FUNCTION contrackt_audit_append_only()""",
+)
+
+# (table, command, USING, WITH CHECK): the narrow system policies described above.
+SYSTEM_POLICIES: tuple[tuple[str, str, str | None, str | None], ...] = (
+    ("tenants", "SELECT", SYSTEM_EXPR, None),
+    ("api_keys", "SELECT", SYSTEM_EXPR, None),
+    ("api_keys", "UPDATE", SYSTEM_EXPR, f"{SYSTEM_EXPR} AND revoked_at IS NOT NULL"),
+    ("jobs", "SELECT", SYSTEM_EXPR, None),
+    ("outbox", "SELECT", SYSTEM_EXPR, None),
+    ("outbox", "UPDATE", SYSTEM_EXPR, f"{SYSTEM_EXPR} AND sent_at IS NOT NULL"),
+    ("audit_logs", "SELECT", SYSTEM_EXPR, None),
+    ("results", "SELECT", f"{SYSTEM_EXPR} AND expires_at <= now()", None),
+    ("results", "DELETE", f"{SYSTEM_EXPR} AND expires_at <= now()", None),
+)
+
+
+def tenant_column(table: str) -> str:
+    return "id" if table == "tenants" else "tenant_id"
+
+
+def policy_statements() -> list[str]:
+    """The RLS DDL for every tenant table (idempotent)."""
+    out: list[str] = []
+    for table in TENANT_TABLES:
+        column = tenant_column(table)
+        out += [
+            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+            f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+            f"DROP POLICY IF EXISTS tenant_isolation ON {table}",
+            f"CREATE POLICY tenant_isolation ON {table} USING ({column} = {TENANT_EXPR}) "
+            f"WITH CHECK ({column} = {TENANT_EXPR})",
+        ]
+        # Drop every older system policy (including the old blanket bypass draft).
+        for command in ("select", "insert", "update", "delete"):
+            out.append(f"DROP POLICY IF EXISTS system_{command} ON {table}")
+    for table, command, using, check in SYSTEM_POLICIES:
+        stmt = f"CREATE POLICY system_{command.lower()} ON {table} FOR {command}"
+        if using is not None:
+            stmt += f" USING ({using})"
+        if check is not None:
+            stmt += f" WITH CHECK ({check})"
+        out.append(stmt)
+    return out
 
 
 def apply(conn: Connection) -> None:
-    conn.exec_driver_sql(AUDIT_GUARD)
-    tenant_expr = "NULLIF(current_setting('app.current_tenant', true), '')::uuid"
-    system_expr = "current_setting('app.system', true) = 'on'"
+    """Row-level security and the audit guard (no role names needed)."""
+    for stmt in (*AUDIT_GUARD, *policy_statements()):
+        conn.exec_driver_sql(stmt)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def grant_statements(service_role: str, owner_role: str, tables: list[str], sequences: list[str]) -> list[str]:
+    """Ownership and least-privilege grants (idempotent).
+
+    ``tables``/``sequences``: every table and sequence of the schema (the
+    migration may add more than TENANT_TABLES, e.g. alembic_version).
+    """
+    svc, own = quote_ident(service_role), quote_ident(owner_role)
+    out = [f"GRANT USAGE ON SCHEMA public TO {svc}"]
+    for table in tables:
+        out.append(f"ALTER TABLE public.{quote_ident(table)} OWNER TO {own}")
+        out.append(f"REVOKE ALL ON public.{quote_ident(table)} FROM PUBLIC, {svc}")
+    for seq in sequences:
+        out.append(f"ALTER SEQUENCE public.{quote_ident(seq)} OWNER TO {own}")
+        out.append(f"REVOKE ALL ON SEQUENCE public.{quote_ident(seq)} FROM PUBLIC, {svc}")
     for table in TENANT_TABLES:
-        column = "id" if table == "tenants" else "tenant_id"
-        conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        conn.exec_driver_sql(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-        conn.exec_driver_sql(f"DROP POLICY IF EXISTS tenant_isolation ON {table}")
-        conn.exec_driver_sql(
-            f"CREATE POLICY tenant_isolation ON {table} USING ({column} = {tenant_expr} OR {system_expr}) "
-            f"WITH CHECK ({column} = {tenant_expr} OR {system_expr})"
-        )
+        if table == "audit_logs":
+            out.append(f"GRANT SELECT, INSERT ON audit_logs TO {svc}")
+        else:
+            out.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {svc}")
+    for seq in sequences:
+        out.append(f"GRANT USAGE ON SEQUENCE public.{quote_ident(seq)} TO {svc}")
+    out.append(f"ALTER FUNCTION contrackt_audit_append_only() OWNER TO {own}")
+    out.append(f"REVOKE ALL ON FUNCTION contrackt_audit_append_only() FROM PUBLIC, {svc}")
+    return out

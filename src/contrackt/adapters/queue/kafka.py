@@ -1,0 +1,308 @@
+"""Job queue on Kafka (aiokafka): partitioned by tenant, offsets committed only after ack.
+
+URL: ``kafka://host:port[,host:port]/topic[?partitions=6&group=contrackt-workers]``.
+
+* Messages are keyed by ``tenant_id``: one tenant's jobs stay in order on one
+  partition, and one busy tenant cannot occupy every partition.
+* Consumers of the group ``contrackt-workers`` never auto-commit. A partition's
+  offset moves past a message only when it and every earlier message of that
+  partition handed out by this process were acked (or retried/dead-lettered).
+  A message whose worker died is therefore delivered again when its partition
+  is reassigned (consumer restart or group rebalance).
+* ``retry(delay)``: after ``delay`` the message is republished with
+  ``deliveries + 1``; only then does its old offset count as done (a crash during
+  the delay redelivers the original).
+* ``dead_letter``: published to ``{topic}.dead`` with the reason, then acked. A
+  message that arrives already delivered ``max_deliveries`` times goes there
+  without being handed out (poison guard).
+* ``depth``: end offsets minus the group's committed offsets, over every
+  partition (a probe consumer that never joins the group, so the API can ask).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from contrackt.domain.jobs import JobMessage
+
+log = structlog.get_logger("contrackt.queue.kafka")
+
+GROUP = "contrackt-workers"
+
+
+@dataclass
+class KafkaDelivery:
+    message: JobMessage
+    deliveries: int
+    tp: TopicPartition
+    offset: int
+    _queue: KafkaQueue = field(repr=False)
+    _done: bool = field(default=False, repr=False)
+
+    async def ack(self) -> None:
+        if not self._done:
+            self._done = True
+            await self._queue._settle(self.tp, self.offset)
+
+    async def retry(self, delay_s: float) -> None:
+        if self._done:
+            return
+        self._done = True
+        q = self._queue
+
+        async def later() -> None:
+            await asyncio.sleep(max(0.0, delay_s))
+            await q._send(q.topic, self.message, self.deliveries)
+            await q._settle(self.tp, self.offset)
+
+        task = asyncio.create_task(later())
+        q._tasks.add(task)
+        task.add_done_callback(q._tasks.discard)
+
+    async def dead_letter(self, reason: str) -> None:
+        if self._done:
+            return
+        self._done = True
+        await self._queue._send(self._queue.dead_topic, self.message, self.deliveries, reason=reason)
+        await self._queue._settle(self.tp, self.offset)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, queue: KafkaQueue) -> None:
+        self.queue = queue
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.queue._commit()
+        for tp in revoked:
+            # Whatever this process still holds from these partitions will be
+            # delivered again by their next owner; forget it here.
+            self.queue._outstanding.pop(tp, None)
+            self.queue._high.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class KafkaQueue:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        group: str = GROUP,
+        partitions: int = 6,
+        max_deliveries: int = 3,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.dead_topic = f"{topic}.dead"
+        self.group = group
+        self.partitions = partitions
+        self.max_deliveries = max_deliveries
+        self.session_timeout_ms = session_timeout_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._probe: AIOKafkaConsumer | None = None
+        self._start_lock = asyncio.Lock()
+        self._fetch_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
+        self._topics_ready = False
+        # Per partition: offsets handed out and not yet settled; highest settled offset.
+        self._outstanding: dict[TopicPartition, set[int]] = {}
+        self._high: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> KafkaQueue:
+        parts = urlparse(url)
+        if parts.scheme != "kafka" or not parts.netloc:
+            raise ValueError("CONTRACKT_QUEUE_URL must look like kafka://host:port/topic")
+        topic = parts.path.strip("/") or "contrackt.jobs"
+        query = parse_qs(parts.query)
+        if "partitions" in query:
+            kwargs.setdefault("partitions", int(query["partitions"][0]))
+        if "group" in query:
+            kwargs.setdefault("group", query["group"][0])
+        return cls(parts.netloc, topic, **kwargs)
+
+    # --- set-up -------------------------------------------------------------
+    async def _ensure_topics(self) -> None:
+        if self._topics_ready:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            new = [
+                NewTopic(name, num_partitions=self.partitions if name == self.topic else 1, replication_factor=1)
+                for name in (self.topic, self.dead_topic)
+                if name not in existing
+            ]
+            if new:
+                try:
+                    await admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            await admin.close()
+        self._topics_ready = True
+
+    async def _producer_started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            async with self._start_lock:
+                if self._producer is None:
+                    await self._ensure_topics()
+                    producer = AIOKafkaProducer(
+                        bootstrap_servers=self.bootstrap,
+                        acks="all",
+                        # Idempotent producers need InitProducerId support; the tansu
+                        # broker used in tests rejects it. Duplicates are harmless here:
+                        # job completion is a conditional update (at-least-once by design).
+                        enable_idempotence=False,
+                        linger_ms=0,
+                    )
+                    await producer.start()
+                    self._producer = producer
+        return self._producer
+
+    async def _consumer_started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            async with self._start_lock:
+                if self._consumer is None:
+                    await self._ensure_topics()
+                    consumer = AIOKafkaConsumer(
+                        bootstrap_servers=self.bootstrap,
+                        group_id=self.group,
+                        enable_auto_commit=False,
+                        auto_offset_reset="earliest",
+                        session_timeout_ms=self.session_timeout_ms,
+                        heartbeat_interval_ms=max(500, self.session_timeout_ms // 5),
+                        max_poll_records=1,
+                    )
+                    await consumer.start()
+                    consumer.subscribe([self.topic], listener=_Rebalance(self))
+                    self._consumer = consumer
+        return self._consumer
+
+    # --- port -----------------------------------------------------------------
+    async def _send(self, topic: str, message: JobMessage, deliveries: int, *, reason: str | None = None) -> None:
+        producer = await self._producer_started()
+        body: dict[str, Any] = {"job": message.to_dict(), "deliveries": deliveries}
+        if reason is not None:
+            body["reason"] = reason[:200]
+        await producer.send_and_wait(topic, json.dumps(body).encode(), key=message.tenant_id.encode())
+
+    async def publish(self, message: JobMessage) -> None:
+        await self._send(self.topic, message, 0)
+
+    async def receive(self, consumer: str, timeout_s: float) -> KafkaDelivery | None:
+        kc = await self._consumer_started()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        while True:
+            left = deadline - loop.time()
+            async with self._fetch_lock:
+                batch = await kc.getmany(timeout_ms=int(max(0.0, left) * 1000), max_records=1)
+            for tp, records in batch.items():
+                for record in records:
+                    delivery = await self._delivery(tp, record)
+                    if delivery is not None:
+                        return delivery
+            if loop.time() >= deadline:
+                return None
+
+    async def _delivery(self, tp: TopicPartition, record: Any) -> KafkaDelivery | None:
+        self._outstanding.setdefault(tp, set()).add(record.offset)
+        try:
+            body = json.loads(record.value)
+            message = JobMessage.from_dict(body["job"])
+            prior = int(body.get("deliveries", 0))
+        except (ValueError, KeyError, TypeError):
+            log.warning("queue.kafka.bad_message", partition=tp.partition, offset=record.offset)
+            await self._settle(tp, record.offset)
+            return None
+        if prior >= self.max_deliveries:
+            await self._send(self.dead_topic, message, prior, reason="max_deliveries")
+            await self._settle(tp, record.offset)
+            return None
+        return KafkaDelivery(message, prior + 1, tp, record.offset, self)
+
+    async def _settle(self, tp: TopicPartition, offset: int) -> None:
+        pending = self._outstanding.get(tp)
+        if pending is None or offset not in pending:
+            return  # partition revoked meanwhile: its next owner redelivers
+        pending.discard(offset)
+        self._high[tp] = max(self._high.get(tp, -1), offset)
+        await self._commit()
+
+    async def _commit(self) -> None:
+        if self._consumer is None:
+            return
+        offsets: dict[TopicPartition, int] = {}
+        for tp, high in self._high.items():
+            pending = self._outstanding.get(tp, set())
+            target = min(pending) if pending else high + 1
+            if target > self._committed.get(tp, -1):
+                offsets[tp] = target
+        if not offsets:
+            return
+        async with self._commit_lock:
+            try:
+                await self._consumer.commit(offsets)
+            except Exception as exc:  # rebalance in progress, partition gone: redelivered later
+                log.warning("queue.kafka.commit_failed", error=type(exc).__name__)
+                return
+        for tp, target in offsets.items():
+            self._committed[tp] = max(self._committed.get(tp, -1), target)
+
+    async def depth(self) -> int:
+        if self._probe is None:
+            async with self._start_lock:
+                if self._probe is None:
+                    await self._ensure_topics()
+                    probe = AIOKafkaConsumer(
+                        bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False
+                    )
+                    await probe.start()  # never subscribes: does not join the group
+                    self._probe = probe
+        probe = self._probe
+        partitions = probe.partitions_for_topic(self.topic)
+        if not partitions:
+            await probe._client.force_metadata_update()
+            partitions = probe.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        if not tps:
+            return 0
+        ends = await probe.end_offsets(tps)
+        starts = await probe.beginning_offsets(tps)
+        total = 0
+        for tp in tps:
+            committed = await probe.committed(tp)
+            total += max(0, ends[tp] - (committed if committed is not None else starts[tp]))
+        return total
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._consumer is not None:
+            await self._commit()
+            await self._consumer.stop()
+            self._consumer = None
+        if self._probe is not None:
+            await self._probe.stop()
+            self._probe = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

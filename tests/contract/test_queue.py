@@ -1,0 +1,194 @@
+"""JobQueue contract: every adapter (memory, Redis Streams, Kafka) behaves the same."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from contrackt.adapters.queue.memory import MemoryQueue
+from contrackt.domain.jobs import JobMessage
+from contrackt.ports.queue import Delivery, JobQueue
+from tests.contract.services import service, unique
+
+Factory = Callable[[], JobQueue]
+
+
+class Backend:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.made: list[JobQueue] = []
+        self.cleanup: list[Any] = []
+        if kind == "redis":
+            self.url = f"{service('REDIS')}/0/{unique('ctk-test-jobs-')}"
+        elif kind == "kafka":
+            self.url = f"kafka://{service('KAFKA')}/{unique('ctk-test-jobs-')}?partitions=2"
+        self._memory: MemoryQueue | None = None
+
+    def new(self) -> JobQueue:
+        """A queue client on the same stream/topic (a new process, for restart tests)."""
+        q: JobQueue
+        if self.kind == "memory":
+            if self._memory is None:
+                self._memory = MemoryQueue()
+            q = self._memory
+        elif self.kind == "redis":
+            from contrackt.adapters.queue.redis_streams import RedisStreamsQueue
+
+            q = RedisStreamsQueue.from_url(self.url, claim_idle_s=1.0)
+        else:
+            from contrackt.adapters.queue.kafka import KafkaQueue
+
+            q = KafkaQueue.from_url(self.url, session_timeout_ms=6000)
+        self.made.append(q)
+        return q
+
+    async def dead_letters(self, q: JobQueue) -> list[tuple[JobMessage, str]]:
+        if isinstance(q, MemoryQueue):
+            return q.dead_letters
+        if self.kind == "redis":
+            return await q.dead_letters()  # type: ignore[attr-defined, no-any-return]
+        return await _kafka_dead(self.url)
+
+    async def close(self) -> None:
+        for q in self.made:
+            await q.close()
+        if self.kind == "redis":
+            from redis.asyncio import Redis
+
+            r = Redis.from_url(service("REDIS"))
+            stream = self.url.rsplit("/", 1)[1]
+            await r.delete(stream, f"{stream}:dead", f"{stream}:delayed")
+            await r.aclose()
+
+
+async def _kafka_dead(url: str) -> list[tuple[JobMessage, str]]:
+    import json
+    from urllib.parse import urlparse
+
+    from aiokafka import AIOKafkaConsumer
+
+    parts = urlparse(url)
+    consumer = AIOKafkaConsumer(
+        f"{parts.path.strip('/')}.dead", bootstrap_servers=parts.netloc, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None,
+    )
+    await consumer.start()
+    try:
+        out = []
+        batch = await consumer.getmany(timeout_ms=3000)
+        for records in batch.values():
+            for r in records:
+                body = json.loads(r.value)
+                out.append((JobMessage.from_dict(body["job"]), body.get("reason", "")))
+        return out
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture(params=["memory", "redis", "kafka"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    b = Backend(request.param)
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+def msg(n: int = 1, tenant: str = "t-1") -> JobMessage:
+    return JobMessage(job_id=f"job-{n}", tenant_id=tenant, blob_key=f"{tenant}/job-{n}.enc")
+
+
+async def receive(q: JobQueue, timeout: float = 15.0) -> Delivery:
+    d = await q.receive("consumer-a", timeout)
+    assert d is not None, "no message within the timeout"
+    return d
+
+
+async def test_publish_receive_ack(backend: Backend) -> None:
+    q = backend.new()
+    await q.publish(msg(1))
+    d = await receive(q)
+    assert d.message == msg(1)
+    assert d.deliveries == 1
+    assert await q.depth() >= 1  # in flight counts
+    await d.ack()
+    assert await q.receive("consumer-a", 0.5) is None
+    assert await q.depth() == 0
+
+
+async def test_receive_times_out_empty(backend: Backend) -> None:
+    q = backend.new()
+    assert await q.receive("consumer-a", 0.3) is None
+
+
+async def test_retry_redelivers_with_deliveries_plus_one(backend: Backend) -> None:
+    q = backend.new()
+    await q.publish(msg(2))
+    d = await receive(q)
+    await d.retry(0.3)
+    assert await q.depth() >= 1  # a delayed retry is still work waiting
+    again = await receive(q)
+    assert again.message == msg(2)
+    assert again.deliveries == 2
+    await again.retry(0.0)
+    third = await receive(q)
+    assert third.deliveries == 3
+    await third.ack()
+    assert await q.depth() == 0
+
+
+async def test_dead_letter(backend: Backend) -> None:
+    q = backend.new()
+    await q.publish(msg(3))
+    d = await receive(q)
+    await d.dead_letter("internal_error")
+    assert await q.receive("consumer-a", 0.5) is None
+    assert await q.depth() == 0
+    dead = await backend.dead_letters(q)
+    assert (msg(3), "internal_error") in dead
+
+
+async def test_depth_counts_waiting(backend: Backend) -> None:
+    q = backend.new()
+    for n in range(5):
+        await q.publish(msg(n, tenant=f"t-{n % 2}"))
+    assert await q.depth() == 5
+    got = []
+    for _ in range(5):
+        d = await receive(q)
+        got.append(d.message.job_id)
+        await d.ack()
+    assert sorted(got) == [f"job-{n}" for n in range(5)]
+    assert await q.depth() == 0
+
+
+@pytest.fixture(params=["redis", "kafka"])
+async def durable(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    b = Backend(request.param)
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+async def test_unacked_message_is_redelivered(durable: Backend) -> None:
+    """A consumer that dies without ack: Redis claims the entry after claim_idle_s;
+    Kafka hands it out again once the consumer group has a new member."""
+    first = durable.new()
+    await first.publish(msg(7))
+    d = await receive(first)
+    assert d.message == msg(7)
+    if durable.kind == "kafka":
+        await first.close()  # the process "dies" without committing
+        await asyncio.sleep(0)
+    second = durable.new()
+    again = await second.receive("consumer-b", 30.0)
+    assert again is not None and again.message == msg(7)
+    assert again.deliveries >= 1
+    if durable.kind == "redis":
+        assert again.deliveries == 2  # counted by the stream's pending entry list
+    await again.ack()
+    assert await second.depth() == 0
