@@ -103,7 +103,13 @@ def worker() -> None:
 
 
 @main.command()
-def migrate() -> None:
+@click.option(
+    "--bucket/--no-bucket",
+    default=True,
+    show_default=True,
+    help="With s3:// storage, also create the bucket and its one-day leftover-expiry rule",
+)
+def migrate(bucket: bool) -> None:
     """Create or upgrade the schema (and, on PostgreSQL, roles and policies)."""
     settings = _settings()
     if settings.db_url.startswith("postgresql"):
@@ -115,6 +121,24 @@ def migrate() -> None:
 
         upgrade(settings.db_url)
     click.echo("schema is up to date")
+    if bucket and settings.blob_url.startswith("s3://"):
+        from contrackt.adapters.blob.s3 import S3BlobStore
+
+        async def provision() -> None:
+            store = S3BlobStore.from_url(settings.blob_url, endpoint_url=settings.s3_endpoint_url)
+            try:
+                await store.ensure_bucket()
+            finally:
+                await store.close()
+
+        try:
+            _run(provision)
+        except Exception as exc:  # the service's credentials may not administer buckets
+            raise click.ClickException(
+                f"could not create the bucket or its lifecycle rule ({type(exc).__name__}); "
+                "provision it with an account that may, or run with --no-bucket"
+            ) from None
+        click.echo("bucket and lifecycle rule are in place")
 
 
 async def _with_container(fn: Callable[[Any], Awaitable[T]]) -> T:

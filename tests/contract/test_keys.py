@@ -1,4 +1,5 @@
-"""KeyProvider contract: local master key file, AWS KMS (moto server)."""
+"""KeyProvider contract: local master key file, AWS KMS (moto server), Vault transit (a stub:
+no Vault server runs here, see tests/contract/vault_stub.py)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,22 @@ async def _kms_key(endpoint: str) -> str:
         return key_id
 
 
-@pytest.fixture(params=["local", "kms"])
+@pytest.fixture(params=["local", "kms", "vault-stub"])
 async def provider(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyProvider]:
     p: KeyProvider
     if request.param == "local":
         from contrackt.adapters.keys.local import LocalKeyProvider
 
         p = LocalKeyProvider(tmp_path / "master.key")
+    elif request.param == "vault-stub":
+        import httpx
+
+        from contrackt.adapters.keys.vault import VaultKeyProvider
+        from tests.contract.vault_stub import TransitStub
+
+        os.environ["VAULT_TOKEN"] = "test-token"
+        stub = httpx.MockTransport(TransitStub("test-token"))
+        p = VaultKeyProvider.from_url("vault://127.0.0.1:8200/transit/contrackt?tls=false", transport=stub)
     else:
         from contrackt.adapters.keys.kms import KmsKeyProvider
 
@@ -71,6 +81,23 @@ async def test_kms_unknown_key_is_unavailable() -> None:
 
     endpoint = service("KMS")
     p = KmsKeyProvider.from_url(f"kms://alias/does-not-exist?region=us-east-1&endpoint={endpoint}")
+    try:
+        with pytest.raises(KeyUnavailable):
+            await p.wrap(os.urandom(32), "ctx")
+    finally:
+        await p.close()
+
+
+async def test_vault_wrong_token_is_unavailable() -> None:
+    import httpx
+
+    from contrackt.adapters.keys.vault import VaultKeyProvider
+    from tests.contract.vault_stub import TransitStub
+
+    os.environ["VAULT_TOKEN"] = "wrong"
+    p = VaultKeyProvider.from_url(
+        "vault://127.0.0.1:8200/transit/contrackt?tls=false", transport=httpx.MockTransport(TransitStub("right"))
+    )
     try:
         with pytest.raises(KeyUnavailable):
             await p.wrap(os.urandom(32), "ctx")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -47,6 +47,7 @@ class Sweeper:
         self.clock = clock
         self.stale_pending = timedelta(seconds=stale_pending_seconds)
         self.orphan_grace = timedelta(seconds=orphan_grace_seconds)
+        self._requeued: dict[str, datetime] = {}
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()
@@ -70,6 +71,8 @@ class Sweeper:
                 far if all_unfinished else now - self.stale_pending, far if all_unfinished else now
             )
         for job in stale:
+            if job.status is JobStatus.PENDING and not all_unfinished and self._recently_requeued(job.id, now):
+                continue
             async with self.uow(job.tenant_id) as uow:
                 if job.status is JobStatus.PROCESSING:
                     if job.attempts >= MAX_ATTEMPTS:
@@ -88,7 +91,16 @@ class Sweeper:
             if job.blob_key is None:
                 continue
             await self.queue.publish(JobMessage(job.id, job.tenant_id, job.blob_key, job.attempts))
+            self._requeued[job.id] = now
             report.jobs_requeued += 1
+
+    def _recently_requeued(self, job_id: str, now: datetime) -> bool:
+        """A pending job is re-published at most once per ``stale_pending`` by this process:
+        a queue that is merely slow must not be flooded with duplicates."""
+        if len(self._requeued) > 10_000:
+            self._requeued = {k: v for k, v in self._requeued.items() if v > now - self.stale_pending}
+        last = self._requeued.get(job_id)
+        return last is not None and last > now - self.stale_pending
 
     async def delete_orphans(self, report: SweepReport) -> None:
         """Blobs whose job is finished or unknown (a crash between steps) are deleted."""

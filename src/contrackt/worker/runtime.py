@@ -12,6 +12,7 @@ import structlog
 from contrackt.bootstrap import Container, make_extractor
 from contrackt.ports.extractor import Extractor
 from contrackt.services.dispatch import relay_outbox
+from contrackt.services.processing import backoff_seconds
 from contrackt.services.purge import SweepReport
 
 log = structlog.get_logger("contrackt.worker")
@@ -99,9 +100,14 @@ class WorkerRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Never lose the consumer: the job stays in the database and the
-                # reconciler will hand it out again.
+                # Never lose the consumer. The job stays in the database; hand the
+                # message back so the queue does not hold it (Kafka would stall the
+                # partition's committed offset), and the claim decides what happens.
                 log.exception("job.handle.error")
+                try:
+                    await delivery.retry(backoff_seconds(delivery.deliveries))
+                except Exception:
+                    log.exception("queue.retry.error")
             finally:
                 self._busy -= 1
 
