@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 JOBS_SUBMITTED = Counter("contrackt_jobs_submitted_total", "Jobs accepted by the API")
 JOBS_FINISHED = Counter("contrackt_jobs_finished_total", "Jobs that reached a terminal state", ["outcome"])
@@ -14,3 +14,4 @@ JOB_SECONDS = Histogram(
 )
 HTTP_REQUESTS = Counter("contrackt_http_requests_total", "HTTP requests", ["route", "status"])
 REJECTED = Counter("contrackt_requests_rejected_total", "Requests refused", ["code"])
+QUEUE_DEPTH = Gauge("contrackt_queue_depth", "Messages waiting or in flight on the job queue (read at scrape time)")

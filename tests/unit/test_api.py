@@ -254,3 +254,4 @@ async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/health")).status_code == 200
     metrics = await client.get("/metrics")
     assert "contrackt_jobs_submitted_total" in metrics.text
+    assert "contrackt_queue_depth 0.0" in metrics.text

@@ -87,3 +87,12 @@ async def test_expired_result_is_410(
     async with c.uow(system=True) as uow:
         left = (await uow.conn.execute(sa.text("SELECT count(*) FROM results"))).scalar_one()
     assert left == 0
+    # the expiry is recorded once in the tenant's audit trail
+    await c.sweeper.sweep()
+    async with c.uow(t["tenant_id"]) as uow:
+        purged = [
+            r.event.details
+            for r in await uow.audit.chain(t["tenant_id"])
+            if r.event.job_id == job_id and r.event.action.value == "PURGED"
+        ]
+    assert purged == [{"what": "document"}, {"what": "result", "reason": "expired"}]

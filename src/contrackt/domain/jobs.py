@@ -56,6 +56,7 @@ class Job:
     completed_at: datetime | None = None
     lease_until: datetime | None = None
     result_expires_at: datetime | None = None
+    result_purged_at: datetime | None = None
     purged_at: datetime | None = None
     delete_on_read: bool = False
 

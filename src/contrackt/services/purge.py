@@ -51,12 +51,29 @@ class Sweeper:
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()
-        report.results_expired = await self.results.purge_expired(self.clock.now())
+        report.results_expired = await self.expire_results()
         await self.reconcile(report)
         await self.delete_orphans(report)
         if report.jobs_requeued or report.jobs_failed or report.orphan_blobs_deleted:
             log.info("sweep.done", **report.__dict__)
         return report
+
+    async def expire_results(self) -> int:
+        """Delete expired results and record each expiry (PURGED, what=result) in the audit trail."""
+        now = self.clock.now()
+        async with self.uow(system=True) as uow:
+            expired = await uow.jobs.find_expired_results(now)
+        for job in expired:
+            await self.results.delete(job.tenant_id, job.id)
+            async with self.uow(job.tenant_id) as uow:
+                if await uow.jobs.expire_result(job.id, now):
+                    await audit.record(
+                        uow, self.clock, job.tenant_id, AuditAction.PURGED,
+                        job_id=job.id, fingerprint=job.fingerprint, what="result", reason="expired",
+                    )
+        # Backends without their own expiry (the SQL table) also drop anything left over.
+        await self.results.purge_expired(now)
+        return len(expired)
 
     async def reconcile(self, report: SweepReport, *, all_unfinished: bool = False) -> None:
         """Re-enqueue jobs stuck in pending, or in processing after their lease ended.

@@ -87,11 +87,11 @@ class ResultService:
     async def _purge_result(self, job: Job) -> None:
         await self.results.delete(job.tenant_id, job.id)
         async with self.uow(job.tenant_id) as uow:
-            await uow.jobs.expire_result(job.id, self.clock.now())
-            await audit.record(
-                uow, self.clock, job.tenant_id, AuditAction.PURGED,
-                job_id=job.id, fingerprint=job.fingerprint, what="result",
-            )
+            if await uow.jobs.expire_result(job.id, self.clock.now()):
+                await audit.record(
+                    uow, self.clock, job.tenant_id, AuditAction.PURGED,
+                    job_id=job.id, fingerprint=job.fingerprint, what="result",
+                )
 
     async def purge(self, principal: Principal, job_id: str) -> Job:
         """DELETE /v1/jobs/{id}: cancel if unfinished, destroy document and result now."""

@@ -94,6 +94,7 @@ jobs = sa.Table(
     sa.Column("completed_at", UTCDateTime, nullable=True),
     sa.Column("lease_until", UTCDateTime, nullable=True),
     sa.Column("result_expires_at", UTCDateTime, nullable=True),
+    sa.Column("result_purged_at", UTCDateTime, nullable=True),
     sa.Column("purged_at", UTCDateTime, nullable=True),
     sa.Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     sa.Index("ix_jobs_status", "status"),
