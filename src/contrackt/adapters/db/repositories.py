@@ -161,7 +161,7 @@ def _api_key(m: Any) -> ApiKey:
 _JOB_FIELDS = (
     "id tenant_id api_key_id fingerprint key_version blob_key size_bytes engine mode "
     "pages_total pages_done attempts error_code error_message created_at started_at "
-    "completed_at lease_until result_expires_at purged_at delete_on_read"
+    "completed_at lease_until result_expires_at result_purged_at purged_at delete_on_read"
 ).split()
 
 
@@ -305,12 +305,32 @@ class SqlJobRepository(_Repo):
             jobs.update().where(jobs.c.id == job_id).values(purged_at=at, blob_key=None)
         )
 
-    async def expire_result(self, job_id: str, at: datetime) -> None:
-        await self.conn.execute(
+    async def expire_result(self, job_id: str, at: datetime) -> bool:
+        res = await self.conn.execute(
             jobs.update()
-            .where(jobs.c.id == job_id, sa.or_(jobs.c.result_expires_at.is_(None), jobs.c.result_expires_at > at))
-            .values(result_expires_at=at)
+            .where(jobs.c.id == job_id, jobs.c.result_purged_at.is_(None))
+            .values(
+                result_expires_at=sa.case(
+                    (sa.or_(jobs.c.result_expires_at.is_(None), jobs.c.result_expires_at > at), at),
+                    else_=jobs.c.result_expires_at,
+                ),
+                result_purged_at=at,
+            )
         )
+        return res.rowcount == 1
+
+    async def find_expired_results(self, now: datetime, limit: int = 500) -> list[Job]:
+        rows = await self.conn.execute(
+            jobs.select()
+            .where(
+                jobs.c.status == JobStatus.COMPLETED.value,
+                jobs.c.result_purged_at.is_(None),
+                jobs.c.result_expires_at <= now,
+            )
+            .order_by(jobs.c.result_expires_at)
+            .limit(limit)
+        )
+        return [_job(r._mapping) for r in rows]
 
     async def find_stale(self, pending_before: datetime, lease_before: datetime) -> list[Job]:
         rows = await self.conn.execute(
@@ -337,6 +357,17 @@ class SqlJobRepository(_Repo):
             await self.conn.execute(
                 sa.select(sa.func.count()).where(
                     jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.PROCESSING.value])
+                )
+            )
+        ).first()
+        return int(row[0]) if row else 0
+
+    async def count_finished_since(self, since: datetime) -> int:
+        row = (
+            await self.conn.execute(
+                sa.select(sa.func.count()).where(
+                    jobs.c.status.in_([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
+                    jobs.c.completed_at >= since,
                 )
             )
         ).first()
