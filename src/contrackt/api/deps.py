@@ -64,5 +64,10 @@ async def limit_status(p: PrincipalDep, c: ContainerDep, response: Response) -> 
     return p
 
 
+def rate_headers(response: Response) -> dict[str, str]:
+    """The RateLimit-* headers a limit dependency set, for routes that build their own Response."""
+    return {k: v for k, v in response.headers.items() if k.lower().startswith("ratelimit-")}
+
+
 ExtractCaller = Annotated[Principal, Depends(limit_extract)]
 StatusCaller = Annotated[Principal, Depends(limit_status)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -15,6 +16,44 @@ from contrackt.metrics import REJECTED
 
 PROBLEM = "application/problem+json"
 log = structlog.get_logger("contrackt.api")
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+    },
+}
+_PROBLEM_DESCRIPTIONS = {
+    401: "A valid API key is required (X-API-Key)",
+    404: "No such job (another tenant's job answers the same)",
+    409: "The job has not finished, or failed",
+    410: "The result has expired or was purged",
+    413: "The upload, or its page count, is over the limit",
+    415: "The upload is not a PDF",
+    422: "The request is invalid",
+    429: "Over the rate limit for this API key (see Retry-After)",
+    503: "Overloaded; retry after Retry-After seconds",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem+json errors (always 401, 422 and 429 too)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({401, 422, 429, *statuses}):
+        entry: dict[str, Any] = {
+            "description": _PROBLEM_DESCRIPTIONS.get(status, "Error"),
+            "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}},
+        }
+        if status in (429, 503):
+            entry["headers"] = _RETRY_AFTER
+        out[status] = entry
+    return out
 
 
 def problem(
@@ -54,6 +93,18 @@ _STATUS_CODES = {
 }
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the API documents for ``path`` (for the Allow header of a 405)."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, ops in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{pattern}$"), sorted(m.upper() for m in ops)))
+        app.state.allow_table = table
+    return sorted({m for pattern, ms in table if pattern.match(path) for m in ms})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ContracktError)
     async def _contrackt(_: Request, exc: ContracktError) -> JSONResponse:
@@ -65,9 +116,15 @@ def install(app: FastAPI) -> None:
         return problem(422, "invalid_request", "The request is invalid", f"Invalid fields: {', '.join(fields)}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _STATUS_CODES.get(exc.status_code, ("http_error", "HTTP error"))
-        return problem(exc.status_code, code, title, str(exc.detail), headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route on the path; list every method it serves.
+            methods = allowed_methods(request.app, request.url.path)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
+        return problem(exc.status_code, code, title, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

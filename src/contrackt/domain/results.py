@@ -9,6 +9,16 @@ PageSource = Literal["text_layer", "ocr"]
 PAGE_SEPARATOR = "\n\f\n"
 
 
+def clean_text(text: str) -> str:
+    """Text safe to encode as UTF-8: PDF text layers can yield unpaired UTF-16
+    surrogates (broken ToUnicode maps); pairs are joined, lone ones become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 @dataclass
 class Line:
     text: str
@@ -49,10 +59,10 @@ class Page:
         return cls(
             number=int(d["number"]),
             source=d["source"],
-            text=d["text"],
+            text=clean_text(d["text"]),
             confidence=float(d["confidence"]),
             lines=[
-                Line(text=ln["text"], confidence=float(ln["confidence"]), bbox=tuple(ln["bbox"]))
+                Line(text=clean_text(ln["text"]), confidence=float(ln["confidence"]), bbox=tuple(ln["bbox"]))
                 for ln in d.get("lines", [])
             ],
             zoom=d.get("zoom"),

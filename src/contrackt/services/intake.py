@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.errors import (
@@ -27,6 +29,32 @@ from contrackt.services.crypto import PURPOSE_DOCUMENT, fingerprint, seal
 from contrackt.services.keyring import Keyring
 
 MODES = ("auto", "ocr", "text")
+
+# Backpressure: Retry-After = unfinished jobs / measured throughput, clipped.
+THROUGHPUT_WINDOW = timedelta(minutes=5)
+THROUGHPUT_CACHE = timedelta(seconds=5)
+RETRY_AFTER_MIN_S = 1
+RETRY_AFTER_MAX_S = 300
+
+
+def validate_upload(data: bytes) -> None:
+    """The checks every upload passes before anything is stored (pure, cheap).
+
+    Raises ``EmptyUpload`` or ``NotAPdf``; the document itself is parsed only
+    later, in a sandboxed child process.
+    """
+    if not data:
+        raise EmptyUpload("The request body holds no document")
+    if not looks_like_pdf(data[:8]):
+        raise NotAPdf("The upload does not start with the PDF header (%PDF-)")
+
+
+def retry_after_seconds(unfinished: int, per_second: float) -> int:
+    """How long a refused client should wait: the time to drain the backlog at the measured rate."""
+    if per_second <= 0 or not math.isfinite(per_second):
+        return RETRY_AFTER_MAX_S
+    wait = math.ceil(unfinished / per_second)
+    return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, wait))
 
 
 @dataclass(frozen=True)
@@ -54,13 +82,35 @@ class IntakeService:
         self.engines = engines
         self.max_unfinished = max_unfinished
         self.wake_dispatcher = wake_dispatcher
+        self._rate: tuple[datetime, float] | None = None  # (measured at, jobs finished per second)
 
     async def check_capacity(self) -> None:
-        """Backpressure: refuse new work while too much is waiting."""
+        """Backpressure: refuse new work while too much is waiting.
+
+        The refusal says when to come back: the backlog divided by the measured
+        throughput (jobs that reached a terminal state in the last few minutes,
+        from the jobs table, so every API process agrees), clipped to [1, 300] s.
+        """
         async with self.uow(system=True) as uow:
             unfinished = await uow.jobs.count_unfinished()
-        if unfinished >= self.max_unfinished:
-            raise Overloaded(f"{unfinished} jobs are waiting; retry later", retry_after=30)
+        if unfinished < self.max_unfinished:
+            return
+        per_second = await self.throughput()
+        raise Overloaded(
+            f"{unfinished} jobs are waiting; retry later",
+            retry_after=retry_after_seconds(unfinished, per_second),
+        )
+
+    async def throughput(self) -> float:
+        """Jobs finished per second over the last THROUGHPUT_WINDOW (cached briefly)."""
+        now = self.clock.now()
+        if self._rate is not None and now - self._rate[0] < THROUGHPUT_CACHE:
+            return self._rate[1]
+        async with self.uow(system=True) as uow:
+            finished = await uow.jobs.count_finished_since(now - THROUGHPUT_WINDOW)
+        per_second = finished / THROUGHPUT_WINDOW.total_seconds()
+        self._rate = (now, per_second)
+        return per_second
 
     async def submit(
         self,
@@ -72,10 +122,7 @@ class IntakeService:
         mode: str = "auto",
         delete_on_read: bool | None = None,
     ) -> Accepted:
-        if not data:
-            raise EmptyUpload("The request body holds no document")
-        if not looks_like_pdf(data[:8]):
-            raise NotAPdf("The upload does not start with the PDF header (%PDF-)")
+        validate_upload(data)
         if mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}")
         if engine is not None and engine not in self.engines:
@@ -107,7 +154,8 @@ class IntakeService:
             size_bytes=len(data),
             engine=engine,
             mode=mode,
-            delete_on_read=principal.delete_on_read if delete_on_read is None else delete_on_read,
+            # A request may ask for delete-on-read; it cannot switch off the tenant's policy.
+            delete_on_read=principal.delete_on_read or bool(delete_on_read),
         )
         try:
             async with self.uow(tenant_id) as uow:

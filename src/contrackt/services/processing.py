@@ -90,6 +90,11 @@ class ProcessingService:
         heartbeat = asyncio.create_task(self._heartbeat(job))
         try:
             result = await self._extract(job)
+        except asyncio.CancelledError:
+            # Graceful shutdown ran out of time: hand the job back now instead of
+            # leaving it `processing` until its lease expires.
+            await asyncio.shield(self._release_on_shutdown(delivery, job))
+            raise
         except ContracktError as exc:
             await self._on_failure(delivery, job, exc.code, exc.message, permanent=exc.code in PERMANENT_JOB_ERRORS)
             return
@@ -99,7 +104,21 @@ class ProcessingService:
             return
         finally:
             heartbeat.cancel()
-        await self._complete(delivery, job, result, time.monotonic() - started)
+        try:
+            await self._complete(delivery, job, result, time.monotonic() - started)
+        except Exception:  # storing the result failed: retry (finishing is conditional, so idempotent)
+            log.exception("job.complete.error")
+            await self._on_failure(delivery, job, "internal_error", "Storing the result failed", permanent=False)
+
+    async def _release_on_shutdown(self, delivery: Delivery, job: Job) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                async with self.uow(job.tenant_id) as uow:
+                    await uow.jobs.release(job.id, job.attempts)
+                await delivery.retry(0.0)
+            log.warning("job.released", attempt=job.attempts, reason="shutdown")
+        except Exception:  # the lease and the reconciler still recover it
+            log.exception("job.release.error")
 
     async def _heartbeat(self, job: Job) -> None:
         interval = max(1.0, self.lease.total_seconds() / 3)

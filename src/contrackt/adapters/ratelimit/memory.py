@@ -6,6 +6,8 @@ import time
 
 from contrackt.ports.ratelimit import RateDecision
 
+_EPSILON = 1e-6
+
 
 def gcra(tat: float, now: float, limit: int, period_s: float) -> tuple[bool, float, RateDecision]:
     """One GCRA step: (allowed, new theoretical arrival time, decision)."""
@@ -13,10 +15,10 @@ def gcra(tat: float, now: float, limit: int, period_s: float) -> tuple[bool, flo
     tat = max(tat, now)
     new_tat = tat + interval
     allow_at = new_tat - period_s
-    if allow_at > now:
+    if allow_at > now + _EPSILON:  # tolerance: repeated float sums must not eat the last slot of a burst
         remaining = 0
         return False, tat, RateDecision(False, limit, remaining, tat - now, allow_at - now)
-    remaining = int((now - allow_at) // interval)
+    remaining = max(0, int((now - allow_at) // interval))
     return True, new_tat, RateDecision(True, limit, min(limit - 1, remaining), new_tat - now, 0.0)
 
 

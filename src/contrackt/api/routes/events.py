@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from contrackt.api.deps import ContainerDep, StatusCaller
+from contrackt.api.errors import problems
 from contrackt.domain.jobs import JobStatus
 from contrackt.services.results import job_view
 
@@ -31,7 +32,7 @@ def sse(event: str, data: dict[str, object]) -> bytes:
 @router.get(
     "/v1/jobs/{job_id}/events",
     summary="Live job events (text/event-stream)",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}, **problems(404)},
 )
 async def events(job_id: str, request: Request, caller: StatusCaller, c: ContainerDep) -> StreamingResponse:
     job = await c.reader.job(caller, job_id)  # 404 before the stream starts

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from contrackt.api.deps import ContainerDep, ExtractCaller
+from contrackt.api.deps import ContainerDep, ExtractCaller, rate_headers
+from contrackt.api.errors import problems
 from contrackt.api.upload import check_declared_length, read_multipart_file, read_raw
 from contrackt.domain.errors import NotAPdf
 from contrackt.metrics import JOBS_SUBMITTED
@@ -24,7 +25,7 @@ def job_links(job_id: str) -> dict[str, str]:
     "/v1/extract",
     status_code=202,
     summary="Submit a PDF for extraction",
-    responses={202: {"description": "Accepted"}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+    responses={202: {"description": "Accepted"}, **problems(409, 413, 415, 503)},
     openapi_extra={
         "requestBody": {
             "content": {
@@ -45,6 +46,7 @@ async def extract(
     request: Request,
     caller: ExtractCaller,
     c: ContainerDep,
+    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     engine: Annotated[str | None, Query(max_length=32)] = None,
     mode: Annotated[str, Query(pattern="^(auto|ocr|text)$")] = "auto",
@@ -72,4 +74,5 @@ async def extract(
         "document_sha256": accepted.document_sha256,
         "links": job_links(job.id),
     }
-    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+    headers = {**rate_headers(response), "Location": f"/v1/jobs/{job.id}"}
+    return JSONResponse(body, status_code=202, headers=headers)
