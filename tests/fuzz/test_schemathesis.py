@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
+import schemathesis  # pinned in requirements.txt: a missing package fails loudly, never skips
 from hypothesis import HealthCheck, settings
 
 from contrackt.adapters.db.migrate import upgrade
@@ -27,7 +27,6 @@ from contrackt.worker.runtime import WorkerRuntime
 from tests.conftest import embedded_settings
 from tests.fakes import FakeExtractor
 
-schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis==4.32.5")
 checks = schemathesis.checks
 
 _HOME = Path(tempfile.mkdtemp(prefix="contrackt-fuzz-"))

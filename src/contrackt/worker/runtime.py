@@ -118,6 +118,7 @@ class WorkerRuntime:
         reconciler hands it to another worker (or to this one after a restart).
         """
         self._stopping.set()
+        self._ready = False  # readiness goes red first, so load balancers stop sending work
         if self._consumers:
             _, pending = await asyncio.wait(self._consumers, timeout=grace_s)
             for task in pending:

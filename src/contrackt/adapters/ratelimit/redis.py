@@ -20,12 +20,13 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - period
-if allow_at > now then
+if allow_at > now + 0.000001 then  -- tolerance: float sums must not eat a burst's last slot
   return {0, 0, tostring(tat - now), tostring(allow_at - now)}
 end
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000))
 local remaining = math.floor((now - allow_at) / interval)
 if remaining > limit - 1 then remaining = limit - 1 end
+if remaining < 0 then remaining = 0 end
 return {1, remaining, tostring(new_tat - now), '0'}
 """
 
