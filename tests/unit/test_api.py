@@ -246,7 +246,10 @@ async def test_rate_limit_answers_429_with_headers(client: httpx.AsyncClient, co
     assert codes[-1].json()["code"] == "rate_limited"
 
 
-async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
+async def test_health_and_metrics(client: httpx.AsyncClient, container: Container) -> None:
+    t = await new_tenant(container)
+    job = (await client.post("/v1/extract", headers=headers(t), content=fake_pdf("a%PAGEb"))).json()["job_id"]
+    await wait_done(client, job, headers(t))
     assert (await client.get("/v1/health/live")).json()["status"] == "ok"
     ready = await client.get("/v1/health/ready")
     assert ready.status_code == 200, ready.text
@@ -255,3 +258,6 @@ async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     metrics = await client.get("/metrics")
     assert "contrackt_jobs_submitted_total" in metrics.text
     assert "contrackt_queue_depth 0.0" in metrics.text
+    assert 'contrackt_jobs_finished_total{outcome="completed"}' in metrics.text
+    assert 'contrackt_pages_total{source="text_layer"}' in metrics.text
+    assert "contrackt_job_seconds_bucket" in metrics.text

@@ -15,6 +15,7 @@ from contrackt.domain.audit import AuditAction
 from contrackt.domain.errors import PERMANENT_JOB_ERRORS, ContracktError
 from contrackt.domain.jobs import MAX_ATTEMPTS, Job
 from contrackt.domain.results import ExtractionResult
+from contrackt.metrics import JOB_SECONDS, JOBS_FINISHED, PAGES
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.extractor import ExtractOptions, Extractor
@@ -162,6 +163,10 @@ class ProcessingService:
                 )
         if moved:
             log.info("job.completed", pages=len(result.pages), duration_ms=int(seconds * 1000))
+            JOBS_FINISHED.labels("completed").inc()
+            JOB_SECONDS.observe(seconds)
+            for page in result.pages:
+                PAGES.labels(page.source).inc()
             await self.destroy_document(job)
         else:
             log.warning("job.complete.lost_claim")
@@ -181,6 +186,7 @@ class ProcessingService:
                     )
             log.warning("job.failed", code=code, attempt=job.attempts)
             if moved:
+                JOBS_FINISHED.labels("failed").inc()
                 await self.destroy_document(job)
             if permanent:
                 await delivery.ack()
