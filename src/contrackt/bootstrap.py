@@ -26,11 +26,19 @@ from contrackt.services.results import ResultService
 from contrackt.services.tenants import TenantService
 from contrackt.settings import Settings
 
-KNOWN_ENGINES = ["rapidocr"]
-
 
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower()
+
+
+def known_engines(settings: Settings) -> list[str]:
+    """OCR engines a request may name: installed ones (cheap disk check, no model
+    is loaded), limited to CONTRACKT_OCR_ENGINES when set."""
+    from contrackt.adapters.ocr.engines import available_engines
+
+    names = available_engines()
+    wanted = settings.ocr_engine_list
+    return [e for e in names if e == settings.ocr_engine or not wanted or e in wanted]
 
 
 def make_blobstore(settings: Settings) -> BlobStore:
@@ -123,6 +131,7 @@ def make_extractor(settings: Settings) -> Extractor:
     return ProcessPoolExtractor(
         workers=settings.effective_workers,
         engine=settings.ocr_engine,
+        engines=known_engines(settings),
         memory_limit_mb=settings.ocr_memory_limit_mb,
         page_timeout_s=settings.page_timeout_seconds,
         job_timeout_s=settings.job_timeout_seconds,
@@ -198,7 +207,7 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         limiter=make_rate_limiter(settings),
         tenants=TenantService(uow, keyring, clock),
         intake=IntakeService(
-            uow, blobs, keyring, clock, KNOWN_ENGINES, settings.max_queue_depth, wake_dispatcher=wake
+            uow, blobs, keyring, clock, known_engines(settings), settings.max_queue_depth, wake_dispatcher=wake
         ),
         reader=ResultService(uow, results, blobs, keyring, clock),
         sweeper=Sweeper(

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     result_ttl_seconds: int = 900
     workers: int = 0  # OCR child processes; 0 = number of cores
     concurrency: int = 0  # jobs in flight per worker process; 0 = workers
-    ocr_engine: str = "rapidocr"
+    ocr_engine: str = "rapidocr"  # default engine: rapidocr | rapidocr-fast | tesseract
+    ocr_engines: str = ""  # engines a request may pick (comma-separated); empty = every installed one
     ocr_memory_limit_mb: int = 2048
     page_timeout_seconds: float = 120.0
     job_timeout_seconds: float = 900.0
@@ -76,6 +77,10 @@ class Settings(BaseSettings):
     @property
     def blob_url(self) -> str:
         return self.storage_url or f"file://{(self.home / 'blobs').resolve()}"
+
+    @property
+    def ocr_engine_list(self) -> list[str]:
+        return [e.strip() for e in self.ocr_engines.split(",") if e.strip()]
 
     @property
     def effective_workers(self) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import itertools
 import logging
 import multiprocessing as mp
@@ -26,11 +25,12 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from contrackt.adapters.ocr.engines import DEFAULT_ENGINE, ENGINES, ModelMissing, available_engines, check_engine
 from contrackt.adapters.ocr.worker_child import (
     FAULT_ENGINES,
     FAULT_ENV,
@@ -54,7 +54,6 @@ from contrackt.ports.extractor import DocumentInfo, ExtractOptions, ProgressCall
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "ocr", "text")
-KNOWN_ENGINES = ("rapidocr",)
 START_TIMEOUT_S = 180.0
 _STOP_JOIN_S = 2.0
 
@@ -172,18 +171,25 @@ class ProcessPoolExtractor:
     def __init__(
         self,
         workers: int,
-        engine: str = "rapidocr",
+        engine: str = DEFAULT_ENGINE,
         memory_limit_mb: int = 2048,
         page_timeout_s: float = 120,
         job_timeout_s: float = 900,
         inspect_timeout_s: float = 15,
         max_pages: int = 500,
         *,
-        zoom: float = 1.5,
+        engines: Sequence[str] | None = None,
+        zoom: float | None = None,
         max_pixels: int = 40_000_000,
         orientation: bool = True,
         fault_engines: bool | None = None,
+        model_dirs: dict[str, str] | None = None,
+        postcorrect: bool = True,
     ) -> None:
+        """``engine`` is the deployment's default (loaded and self-tested in every
+        child at start-up); ``engines`` the others a request may ask for (default:
+        every installed one), each loaded by a child on its first page.  ``zoom``
+        overrides every engine's render policy (tests, benchmarks)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         if fault_engines is None:
@@ -196,17 +202,29 @@ class ProcessPoolExtractor:
         self.inspect_timeout_s = inspect_timeout_s
         self.max_pages = max_pages
         self.fault_engines = bool(fault_engines)
-        if engine not in self.engines() or engine in FAULT_ENGINES:
+        self.model_dirs = dict(model_dirs or {})
+        if engine not in ENGINES:
             raise UnknownEngine(f"Unknown OCR engine: {engine}")
+        if engines is None:
+            enabled = [e for e in available_engines(self.model_dirs) if e != engine]
+        else:
+            unknown = [e for e in engines if e not in ENGINES]
+            if unknown:
+                raise UnknownEngine(f"Unknown OCR engine: {', '.join(unknown)}")
+            enabled = [e for e in dict.fromkeys(engines) if e != engine]
+        self._enabled = [engine, *enabled]
         self._ctx = mp.get_context("spawn")
         self._worker_cfg = ChildConfig(
             kind="worker",
             engine=engine,
+            extra_engines=tuple(enabled),
             memory_limit_mb=memory_limit_mb,
             zoom=zoom,
             max_pixels=max_pixels,
             fault_engines=self.fault_engines,
             orientation=orientation,
+            model_dirs=tuple(sorted(self.model_dirs.items())),
+            postcorrect=postcorrect,
         )
         self._inspect_cfg = ChildConfig(kind="inspect", engine=engine, memory_limit_mb=memory_limit_mb)
         self._work = _Slots()
@@ -223,10 +241,25 @@ class ProcessPoolExtractor:
     # ------------------------------------------------------------------ lifecycle
 
     def engines(self) -> list[str]:
-        names = [e for e in KNOWN_ENGINES if importlib.util.find_spec(e) is not None]
+        names = list(self._enabled)
         if self.fault_engines:
             names += list(FAULT_ENGINES)
         return names
+
+    def self_test(self) -> None:
+        """Fail loudly (``ContracktError`` naming the file) if an enabled engine's
+        package or model is missing.  Cheap: looks at the disk, loads nothing; the
+        children then load the default engine and run it once before ``ready``."""
+        for name in self._enabled:
+            try:
+                check_engine(name, self.model_dirs.get(name))
+            except ModelMissing as exc:
+                raise ContracktError(f"OCR self-test failed: {exc}") from None
+
+    def child_pids(self) -> list[int]:
+        """Process ids of the live children (benchmarks read their peak RSS)."""
+        with self._children_lock:
+            return [c.pid for c in self._children if c.pid is not None and not c.dead]
 
     async def start(self) -> None:
         if self._started:
@@ -239,6 +272,7 @@ class ProcessPoolExtractor:
                 return
             if self._closed:
                 raise ContracktError("The extraction pool is closed")
+            self.self_test()
             pending = [self._spawn(self._worker_cfg) for _ in range(self.workers)]
             pending.append(self._spawn(self._inspect_cfg))
             try:
@@ -435,9 +469,6 @@ class ProcessPoolExtractor:
         engine = options.engine or self.engine
         if engine not in self.engines():
             raise UnknownEngine(f"Unknown OCR engine: {engine}")
-        if engine not in FAULT_ENGINES and engine != self.engine:
-            # each child loads one engine; other engines need another pool
-            raise UnknownEngine(f"OCR engine {engine} is not enabled in this pool")
         if options.mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}")
         deadline = time.monotonic() + self.job_timeout_s

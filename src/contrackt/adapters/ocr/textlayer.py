@@ -7,6 +7,8 @@ line per line, with boxes in PDF points relative to the displayed page
 
 from __future__ import annotations
 
+import ctypes
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +83,13 @@ class PageTransform:
 
 
 def extract_text_layer(page: Any) -> TextLayer:
-    """Read the page's text layer: lines in reading order with their boxes."""
+    """Read the page's text layer: lines in reading order with their boxes.
+
+    Boxes come from PDFium's text rectangles, a few ctypes calls per *line*
+    (``FPDFText_CountRects`` over the line's character range, then
+    ``FPDFText_GetRect``) instead of one call per character; character
+    statistics are computed on the string, once per distinct character.
+    """
     textpage = page.get_textpage()
     try:
         n = int(textpage.count_chars())
@@ -90,52 +98,73 @@ def extract_text_layer(page: Any) -> TextLayer:
         raw = textpage.get_text_range(0, n)
         if len(raw) != n:
             # Characters outside the BMP come back as surrogate pairs: rebuild the
-            # string one character per index so text and boxes stay aligned.
+            # string one character per index so text and ranges stay aligned.
             raw = "".join(_char_at(textpage, i) for i in range(n))
+        visible, good = _char_stats(raw)
         transform = PageTransform(page)
+        tp = textpage.raw
+        count_rects = pdfium.raw.FPDFText_CountRects
+        get_rect = pdfium.raw.FPDFText_GetRect
+        left, top, right, bottom = (ctypes.c_double() for _ in range(4))
+        refs = (ctypes.byref(left), ctypes.byref(top), ctypes.byref(right), ctypes.byref(bottom))
         lines: list[TextLine] = []
-        visible = good = 0
-        buf: list[str] = []
-        box: list[float] | None = None
-
-        def flush() -> None:
-            nonlocal box
-            text = "".join(buf).strip()
-            buf.clear()
-            if text:
-                bbox = transform.rect(*box) if box is not None else (0.0, 0.0, 0.0, 0.0)
-                lines.append(TextLine(text, bbox))
-            box = None
-
-        i = 0
-        while i < n:
-            ch = raw[i]
-            if ch in "\r\n":
-                flush()
-                i += 1
+        for match in _LINE.finditer(raw):
+            segment = match.group()
+            text = segment.strip()
+            if not text:
                 continue
-            buf.append(ch)
-            if not ch.isspace():
-                visible += 1
-                if _is_good_char(ch):
-                    good += 1
-                try:
-                    left, bottom, right, top = textpage.get_charbox(i)
-                except Exception:
-                    left = bottom = right = top = None
-                if left is not None and right > left and top > bottom:
-                    if box is None:
-                        box = [left, bottom, right, top]
-                    else:
-                        box[0] = min(box[0], left)
-                        box[1] = min(box[1], bottom)
-                        box[2] = max(box[2], right)
-                        box[3] = max(box[3], top)
-            i += 1
-        flush()
+            start = match.start() + (len(segment) - len(segment.lstrip()))
+            stop = start + len(text)
+            box: list[float] | None = None
+            for k in range(max(0, int(count_rects(tp, start, stop - start)))):
+                if not get_rect(tp, k, *refs):
+                    continue
+                lo, bo, ri, to = left.value, bottom.value, right.value, top.value
+                if ri <= lo or to <= bo:
+                    continue
+                if box is None:
+                    box = [lo, bo, ri, to]
+                else:
+                    box = [min(box[0], lo), min(box[1], bo), max(box[2], ri), max(box[3], to)]
+            if box is None:  # degenerate rectangles (broken fonts): ask char by char
+                box = _char_union(textpage, start, stop)
+            bbox = transform.rect(*box) if box is not None else (0.0, 0.0, 0.0, 0.0)
+            lines.append(TextLine(text, bbox))
         return TextLayer(lines, visible, good)
     finally:
         textpage.close()
+
+
+_LINE = re.compile(r"[^\r\n]+")
+
+
+def _char_stats(raw: str) -> tuple[int, int]:
+    """(visible characters, good characters) of ``raw``, whitespace excluded."""
+    visible = good = 0
+    for ch in set(raw):
+        if ch.isspace():
+            continue
+        k = raw.count(ch)
+        visible += k
+        if _is_good_char(ch):
+            good += k
+    return visible, good
+
+
+def _char_union(textpage: Any, start: int, stop: int) -> list[float] | None:
+    box: list[float] | None = None
+    for i in range(start, stop):
+        try:
+            lo, bo, ri, to = textpage.get_charbox(i)
+        except pdfium.PdfiumError:
+            lo = ri = bo = to = 0.0
+        if ri <= lo or to <= bo:
+            continue
+        if box is None:
+            box = [lo, bo, ri, to]
+        else:
+            box = [min(box[0], lo), min(box[1], bo), max(box[2], ri), max(box[3], to)]
+    return box
 
 
 def _char_at(textpage: Any, index: int) -> str:

@@ -52,15 +52,19 @@ DOC_CACHE_SIZE = 2
 @dataclass(frozen=True)
 class ChildConfig:
     kind: str = "worker"  # worker (loads the engine) | inspect (PDF only)
-    engine: str = "rapidocr"
+    engine: str = "rapidocr"  # loaded (and self-tested) at start-up
+    # other engines this child may serve; each is loaded on its first page
+    extra_engines: tuple[str, ...] = ()
     memory_limit_mb: int = 2048
-    zoom: float = 1.5
+    zoom: float | None = None  # None: the engine's own policy (engines.ENGINES)
     max_pixels: int = 40_000_000
     # rapidocr shrinks anything larger to 2,000 px before detection anyway;
     # rendering more only costs memory.
     max_side_px: int = 4_000
     fault_engines: bool = False
     orientation: bool = True
+    model_dirs: tuple[tuple[str, str], ...] = ()  # (engine, folder) overrides
+    postcorrect: bool = True  # rapidocr_engine.fix_text (measured: bench --postcorrect-ablation)
 
 
 class ChildError(Exception):
@@ -141,16 +145,20 @@ def render_zoom(width_pt: float, height_pt: float, zoom: float, max_pixels: int,
 
 
 class PageWorker:
-    """Holds the engine and a tiny cache of open documents."""
+    """Holds the engines and a tiny cache of open documents."""
 
     def __init__(self, config: ChildConfig) -> None:
         self.config = config
-        self.engine: Any = None
+        self.loaded: dict[str, Any] = {}
         self.orienter: Any = None
         self.docs: OrderedDict[str, tuple[Any, bytes]] = OrderedDict()
 
+    @property
+    def engine(self) -> Any:
+        return self.loaded.get(self.config.engine)
+
     def engines(self) -> list[str]:
-        names = [self.config.engine] if self.engine is not None else []
+        names = [self.config.engine, *self.config.extra_engines] if self.loaded else []
         if self.config.fault_engines:
             names += list(FAULT_ENGINES)
         return names
@@ -160,14 +168,7 @@ class PageWorker:
 
         if self.config.kind != "worker":
             return
-        if self.config.engine == "rapidocr":
-            from contrackt.adapters.ocr.rapidocr_engine import RapidOcrEngine
-
-            engine = RapidOcrEngine(threads=1)
-            engine.warm()
-            self.engine = engine
-        else:
-            raise ChildError("unknown_engine", f"engine {self.config.engine!r} is not available")
+        self.get_engine(self.config.engine)
         if self.config.orientation:
             try:
                 from contrackt.adapters.ocr.orientation import OrientationDetector
@@ -175,6 +176,26 @@ class PageWorker:
                 self.orienter = OrientationDetector()
             except Exception:
                 self.orienter = None
+
+    def get_engine(self, name: str) -> Any:
+        """The engine ``name``, loaded (and self-tested) on first use."""
+        engine = self.loaded.get(name)
+        if engine is not None:
+            return engine
+        if name != self.config.engine and name not in self.config.extra_engines:
+            raise ChildError("unknown_engine", f"engine {name!r} is not available")
+        from contrackt.adapters.ocr.engines import ENGINES, ModelMissing, load_engine
+
+        for other, loaded in self.loaded.items():
+            if ENGINES[other].models == ENGINES[name].models:
+                self.loaded[name] = loaded  # same models, another render policy
+                return loaded
+        try:
+            engine = load_engine(name, dict(self.config.model_dirs).get(name))
+        except ModelMissing as exc:
+            raise ChildError("unknown_engine", str(exc)) from None
+        self.loaded[name] = engine
+        return engine
 
     # -- documents -------------------------------------------------------------
 
@@ -205,17 +226,15 @@ class PageWorker:
         engine = req["engine"]
         if engine in FAULT_ENGINES and self.config.fault_engines:
             _fault(engine)
-        if engine != self.config.engine or self.engine is None:
-            raise ChildError("unknown_engine", f"engine {engine!r} is not available")
         doc_id = req["doc_id"]
         doc = self.document(doc_id, req.get("pdf"))
         try:
-            return self._page(doc, int(req["index"]), str(req["mode"]))
+            return self._page(doc, int(req["index"]), str(req["mode"]), str(engine))
         finally:
             if req.get("drop_after"):
                 self.forget(doc_id)
 
-    def _page(self, doc: Any, index: int, mode: str) -> dict[str, Any]:
+    def _page(self, doc: Any, index: int, mode: str, engine: str) -> dict[str, Any]:
         import pypdfium2 as pdfium
 
         from contrackt.adapters.ocr.textlayer import extract_text_layer
@@ -238,18 +257,46 @@ class PageWorker:
                         "text": "\n".join(ln.text for ln in layer.lines),
                         "lines": lines,
                     }
-            return self._ocr_page(page, index)
+            return self.ocr_page(page, index, engine)
         finally:
             page.close()
 
-    def _ocr_page(self, page: Any, index: int) -> dict[str, Any]:
+    def ocr_page(self, page: Any, index: int, engine_name: str) -> dict[str, Any]:
+        """OCR one page with ``engine_name``'s render policy (zoom, low-confidence retry)."""
+        from contrackt.adapters.ocr.engines import ENGINES
+
+        engine = self.get_engine(engine_name)
+        spec = ENGINES[engine_name]
+        width, height = (float(v) for v in page.get_size())
+        first = self.config.zoom or spec.zoom
+        out, rotation = self._ocr_at(page, index, engine, width, height, first, None)
+        retry = spec.retry_zoom
+        if (
+            self.config.zoom is None
+            and retry is not None
+            and retry > first
+            and out["lines"]
+            and out["confidence"] < spec.retry_below
+        ):
+            again, _ = self._ocr_at(page, index, engine, width, height, retry, rotation)
+            if again["confidence"] > out["confidence"]:
+                out = again
+        return out
+
+    def _ocr_at(
+        self,
+        page: Any,
+        index: int,
+        engine: Any,
+        width: float,
+        height: float,
+        wanted: float,
+        rotation: int | None,
+    ) -> tuple[dict[str, Any], int]:
         from contrackt.adapters.ocr.rapidocr_engine import group_rows
 
-        width, height = page.get_size()
-        zoom = render_zoom(
-            float(width), float(height), self.config.zoom, self.config.max_pixels, self.config.max_side_px
-        )
-        empty = {
+        zoom = render_zoom(width, height, wanted, self.config.max_pixels, self.config.max_side_px)
+        out: dict[str, Any] = {
             "number": index + 1,
             "source": "ocr",
             "zoom": round(zoom, 4),
@@ -259,21 +306,20 @@ class PageWorker:
             "lines": [],
         }
         if zoom <= 0:
-            return empty
+            return out, 0
         bitmap = page.render(scale=zoom, may_draw_forms=False)
         try:
             image = bitmap.to_numpy()
             if image.ndim == 3 and image.shape[2] == 4:
                 image = image[:, :, :3]
-            rotation = 0
-            if self.orienter is not None:
-                rotation = self.orienter.detect(image)
+            if rotation is None:
+                rotation = self.orienter.detect(image) if self.orienter is not None else 0
             if rotation:
                 image = _rotate(image, rotation)
-            boxes = self.engine.recognize(image)
+            boxes = engine.recognize(image)
         finally:
             bitmap.close()
-        lines = group_rows(boxes)
+        lines = group_rows(boxes, correct=self.config.postcorrect)
         h_px, w_px = image.shape[:2]
         out_lines = []
         for ln in lines:
@@ -289,13 +335,13 @@ class PageWorker:
             )
         weight = sum(len(ln.text) for ln in lines)
         conf = sum(ln.confidence * len(ln.text) for ln in lines) / weight if weight else 0.0
-        empty.update(
+        out.update(
             rotation=rotation,
             confidence=float(conf),
             text="\n".join(ln.text for ln in lines),
             lines=out_lines,
         )
-        return empty
+        return out, rotation
 
 
 def _rotate(image: Any, rotation: int) -> Any:

@@ -1,0 +1,1 @@
+"""OCR benchmark against peers: ``python -m bench.ocr`` (see bench/README.md)."""

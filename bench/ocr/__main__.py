@@ -1,0 +1,3 @@
+from bench.ocr.run import main
+
+raise SystemExit(main())
