@@ -4,18 +4,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install.sh
-if [ -x scripts/services.sh ]; then
-  scripts/services.sh
-fi
+# PostgreSQL, Redis, an S3 server (moto) and a Kafka broker (tansu) on 127.0.0.1, started if not up.
+scripts/services.sh
 
-echo "== ruff"
+echo "== ruff (lint + format)"
 .venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
 echo "== mypy (strict, src/)"
 .venv/bin/mypy
 
 echo "== pytest"
 set +e
-.venv/bin/pytest "$@"
+.venv/bin/pytest --durations=15 "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then

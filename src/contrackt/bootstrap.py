@@ -169,7 +169,12 @@ class Container:
     def attach_extractor(self, extractor: Extractor) -> ProcessingService:
         self.extractor = extractor
         self.processing = ProcessingService(
-            self.uow, self.blobs, self.results, self.keyring, extractor, self.clock,
+            self.uow,
+            self.blobs,
+            self.results,
+            self.keyring,
+            extractor,
+            self.clock,
             lease_seconds=self.settings.effective_lease_seconds,
             result_ttl_seconds=self.settings.result_ttl_seconds,
         )
@@ -210,9 +215,7 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
             uow, blobs, keyring, clock, known_engines(settings), settings.max_queue_depth, wake_dispatcher=wake
         ),
         reader=ResultService(uow, results, blobs, keyring, clock),
-        sweeper=Sweeper(
-            uow, blobs, results, queue, clock, stale_pending_seconds=settings.stale_pending_seconds
-        ),
+        sweeper=Sweeper(uow, blobs, results, queue, clock, stale_pending_seconds=settings.stale_pending_seconds),
         wake_dispatcher=wake,
         signer=make_receipt_signer(settings),
     )

@@ -59,8 +59,14 @@ def serve(host: str, port: int) -> None:
     settings = _settings()
     _ensure_schema(settings)
     app = create_app(settings, run_worker=True)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
 
 
 @main.command()
@@ -74,8 +80,14 @@ def api(host: str, port: int) -> None:
 
     settings = _settings()
     _ensure_schema(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds))
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
 
 
 @main.command()
@@ -284,6 +296,7 @@ def extract(file: Path, fmt: str, engine: str | None, mode: str) -> None:
     async def run() -> Any:
         extractor = make_extractor(settings)
         await extractor.start()
+
         async def progress(done: int, total: int) -> None:
             width = 30
             filled = int(width * done / max(total, 1))
@@ -346,7 +359,10 @@ def receipt() -> None:
 @receipt.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--public-key", "public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    "--public-key",
+    "public_key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
     help="PEM, base64 or the JSON of GET /v1/receipt-key (default: this installation's key under CONTRACKT_HOME)",
 )
 def receipt_verify(file: Path, public_key: Path | None) -> None:

@@ -13,11 +13,39 @@ import structlog
 # text snippet, a header, an address) is dropped before rendering.
 ALLOWED_FIELDS = frozenset(
     {
-        "event", "level", "timestamp", "logger", "request_id", "tenant_id", "job_id", "attempt",
-        "code", "status", "method", "route", "duration_ms", "pages", "count", "engine", "worker",
-        "consumer", "reason", "exc_info", "exception", "results_expired", "orphan_blobs_deleted",
-        "jobs_requeued", "jobs_failed", "host", "port", "workers", "url_scheme", "depth", "signal",
-        "published", "error",
+        "event",
+        "level",
+        "timestamp",
+        "logger",
+        "request_id",
+        "tenant_id",
+        "job_id",
+        "attempt",
+        "code",
+        "status",
+        "method",
+        "route",
+        "duration_ms",
+        "pages",
+        "count",
+        "engine",
+        "worker",
+        "consumer",
+        "reason",
+        "exc_info",
+        "exception",
+        "results_expired",
+        "orphan_blobs_deleted",
+        "jobs_requeued",
+        "jobs_failed",
+        "host",
+        "port",
+        "workers",
+        "url_scheme",
+        "depth",
+        "signal",
+        "published",
+        "error",
     }
 )
 
@@ -32,9 +60,7 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if fmt == "console"
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=False) if fmt == "console" else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[

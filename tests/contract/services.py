@@ -76,12 +76,12 @@ class FreshPostgres:
         self.owner_role = f"{self.service_role}_owner"
         self.password = f"pw-{uuid.uuid4().hex}"
         self.admin_url = admin.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-        self.service_url = (
-            admin.set(
-                drivername="postgresql+asyncpg", username=self.service_role, password=self.password,
-                database=self.database,
-            ).render_as_string(hide_password=False)
-        )
+        self.service_url = admin.set(
+            drivername="postgresql+asyncpg",
+            username=self.service_role,
+            password=self.password,
+            database=self.database,
+        ).render_as_string(hide_password=False)
         self.admin_target_url = admin.set(drivername="postgresql+asyncpg", database=self.database).render_as_string(
             hide_password=False
         )

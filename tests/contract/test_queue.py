@@ -72,8 +72,11 @@ async def _kafka_dead(url: str) -> list[tuple[JobMessage, str]]:
 
     parts = urlparse(url)
     consumer = AIOKafkaConsumer(
-        f"{parts.path.strip('/')}.dead", bootstrap_servers=parts.netloc, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
+        f"{parts.path.strip('/')}.dead",
+        bootstrap_servers=parts.netloc,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     try:

@@ -112,9 +112,21 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -213,7 +225,11 @@ def test_chaos_every_job_ends_exactly_once(tmp_path: Path) -> None:
 
 
 def run_chaos(
-    rng: random.Random, env: dict[str, str], home: Path, tmp_path: Path, redis: PrivateRedis,
+    rng: random.Random,
+    env: dict[str, str],
+    home: Path,
+    tmp_path: Path,
+    redis: PrivateRedis,
     pg: PrivatePostgres | None,
 ) -> None:
     fleet = Fleet(env, tmp_path)
@@ -299,11 +315,14 @@ def run_chaos(
                     final[job_id] = r.json()
             time.sleep(0.5)
         missing = set(accepted) - set(final)
-        outcomes = Counter(b["status"] if b["status"] == "completed" else f"failed:{b['error']['code']}"
-                           for b in final.values())
+        outcomes = Counter(
+            b["status"] if b["status"] == "completed" else f"failed:{b['error']['code']}" for b in final.values()
+        )
         pg_restarts = pg.restarts if pg else "SKIPPED (no private PG)"
-        print(f"jobs accepted: {len(accepted)}; outcomes: {dict(outcomes)}; worker kills: {fleet.kills}; "
-              f"redis restarts: {redis.restarts}; postgres restarts: {pg_restarts}")
+        print(
+            f"jobs accepted: {len(accepted)}; outcomes: {dict(outcomes)}; worker kills: {fleet.kills}; "
+            f"redis restarts: {redis.restarts}; postgres restarts: {pg_restarts}"
+        )
         assert not missing, f"{len(missing)} accepted jobs never reached a terminal state"
 
         # no cross-tenant read

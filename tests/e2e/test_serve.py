@@ -56,7 +56,10 @@ def serve(home: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]
     with log.open("ab") as sink:
         proc = subprocess.Popen(
             [str(BIN), "serve", "--port", str(port)],
-            env=env_for(home), stdout=sink, stderr=sink, start_new_session=True,
+            env=env_for(home),
+            stdout=sink,
+            stderr=sink,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 180
@@ -146,7 +149,6 @@ def test_serve_quality_isolation_and_crash_recovery(tmp_path: Path) -> None:
         # 2. Isolation: beta cannot see alpha's job, not even its existence.
         r = client.get(f"/v1/jobs/{jobs['born_digital']}/result", headers=hb)
         assert r.status_code == 404
-
 
 
 def test_sigkill_restart_completes_every_job_exactly_once(tmp_path: Path) -> None:

@@ -110,7 +110,10 @@ class Deployment:
     def start(self, name: str, *args: str) -> Proc:
         log = self.tmp / f"{name}.log"
         popen = subprocess.Popen(
-            [str(CONTRACKT), *args], env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            [str(CONTRACKT), *args],
+            env=self.env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         proc = Proc(name, popen, log)
@@ -259,8 +262,9 @@ async def submit_all(d: Deployment, tenants: list[dict[str, str]], docs: list[by
     async with httpx.AsyncClient(base_url=d.base, timeout=30) as http:
         for i, doc in enumerate(docs):
             key = tenants[i % len(tenants)]["api_key"]
-            resp = await http.post("/v1/extract", content=doc,
-                                   headers={"X-API-Key": key, "Content-Type": "application/pdf"})
+            resp = await http.post(
+                "/v1/extract", content=doc, headers={"X-API-Key": key, "Content-Type": "application/pdf"}
+            )
             assert resp.status_code == 202, resp.text
             ids.append(resp.json()["job_id"])
     return ids
@@ -338,8 +342,14 @@ async def _flow(d: Deployment, pdfs: dict[str, bytes], n: int, scans: int) -> di
     finally:
         await conn.close()
     assert attempts >= 2, "the job held by the killed worker was claimed again"
-    report = {"jobs": n, "scans": scans, "killed": victim.name, "seconds": round(time.monotonic() - t0, 1),
-              "finish_after_kill_s": round(elapsed, 1), **outcome}
+    report = {
+        "jobs": n,
+        "scans": scans,
+        "killed": victim.name,
+        "seconds": round(time.monotonic() - t0, 1),
+        "finish_after_kill_s": round(elapsed, 1),
+        **outcome,
+    }
     print(f"\nacceptance: {report}")
     return report
 
@@ -370,9 +380,21 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[b
 
 def start_redis(port: int, tmp: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -385,7 +407,9 @@ def start_redis(port: int, tmp: Path) -> subprocess.Popen[bytes]:
 
 
 async def test_redis_restart_loses_queue_reconciler_recovers(
-    deployment: Deployment, pdfs: dict[str, bytes], private_redis: tuple[int, list[subprocess.Popen[bytes]]],
+    deployment: Deployment,
+    pdfs: dict[str, bytes],
+    private_redis: tuple[int, list[subprocess.Popen[bytes]]],
     tmp_path: Path,
 ) -> None:
     port, procs = private_redis
@@ -410,5 +434,7 @@ async def test_redis_restart_loses_queue_reconciler_recovers(
         if line.get("event") == "sweep.done"
     )
     assert requeued >= 1, "the reconciler re-enqueued the jobs Redis lost"
-    print(f"\nredis restart: jobs={len(ids)} restarted_at={restarted:.1f}s finished_after={elapsed:.1f}s "
-          f"requeued={requeued}")
+    print(
+        f"\nredis restart: jobs={len(ids)} restarted_at={restarted:.1f}s finished_after={elapsed:.1f}s "
+        f"requeued={requeued}"
+    )

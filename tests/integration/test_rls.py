@@ -34,15 +34,21 @@ class World:
 
 
 async def _job(uow: SqlUnitOfWorkFactory, tenant_id: str) -> str:
-    job = Job(id=new_id(), tenant_id=tenant_id, status=JobStatus.PENDING, created_at=datetime.now(UTC),
-              blob_key=f"{tenant_id}/x.enc")
+    job = Job(
+        id=new_id(),
+        tenant_id=tenant_id,
+        status=JobStatus.PENDING,
+        created_at=datetime.now(UTC),
+        blob_key=f"{tenant_id}/x.enc",
+    )
     async with uow(tenant_id) as u:
         await u.jobs.add(job)
         await u.outbox.add(JobMessage(job.id, tenant_id, job.blob_key or ""), job.created_at)
         await audit.record(u, SystemClock(), tenant_id, AuditAction.RECEIVED, job_id=job.id)
         await u.conn.execute(
-            results.insert().values(job_id=job.id, tenant_id=tenant_id, ciphertext=b"c",
-                                    expires_at=datetime.now(UTC) + timedelta(minutes=5))
+            results.insert().values(
+                job_id=job.id, tenant_id=tenant_id, ciphertext=b"c", expires_at=datetime.now(UTC) + timedelta(minutes=5)
+            )
         )
     return job.id
 
@@ -95,8 +101,9 @@ async def test_tenant_cannot_read_or_write_another_tenants_rows(world: World) ->
         assert res.rowcount == 0
     with pytest.raises(DBAPIError, match="row-level security"):
         async with world.uow(world.a) as u:
-            await u.jobs.add(Job(id=new_id(), tenant_id=world.b, status=JobStatus.PENDING,
-                                 created_at=datetime.now(UTC)))
+            await u.jobs.add(
+                Job(id=new_id(), tenant_id=world.b, status=JobStatus.PENDING, created_at=datetime.now(UTC))
+            )
     with pytest.raises(DBAPIError, match="row-level security"):
         async with world.uow(world.a) as u:
             await u.conn.execute(jobs.update().where(jobs.c.id == world.job_a).values(tenant_id=world.b))
@@ -114,9 +121,11 @@ async def test_pooled_connection_reused_by_another_tenant(world: World) -> None:
                 assert seen == {job}
         assert len(pids) == 1  # really the same connection
         async with engine.connect() as conn:  # no unit of work: nothing carried over
-            scope = (await conn.execute(sa.text(
-                "SELECT current_setting('app.current_tenant', true), current_setting('app.system', true)"
-            ))).one()
+            scope = (
+                await conn.execute(
+                    sa.text("SELECT current_setting('app.current_tenant', true), current_setting('app.system', true)")
+                )
+            ).one()
             assert scope[0] in (None, "") and scope[1] in (None, "")
             assert (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar() == 0
     finally:
@@ -185,8 +194,9 @@ async def test_service_role_is_unprivileged(pg: FreshPostgres) -> None:
         assert not role["rolsuper"] and not role["rolbypassrls"]
         assert not role["rolcreatedb"] and not role["rolcreaterole"]
         assert role["rolcanlogin"]
-        owner = await conn.fetchrow("SELECT rolcanlogin, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
-                                    pg.owner_role)
+        owner = await conn.fetchrow(
+            "SELECT rolcanlogin, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", pg.owner_role
+        )
         assert owner is not None and not owner["rolcanlogin"] and not owner["rolsuper"] and not owner["rolbypassrls"]
         owned = await conn.fetchval(
             "SELECT count(*) FROM pg_class WHERE relowner = (SELECT oid FROM pg_roles WHERE rolname = $1)",

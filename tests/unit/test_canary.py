@@ -93,7 +93,8 @@ async def test_canary_never_rests_in_clear(
     t = await new_tenant(container)
     pdf = fake_pdf(f"Contrato {CANARY}\nCPF {CPF}%PAGESegunda página {CANARY}")
     r = await client.post(
-        "/v1/extract", headers={**auth(t), "Idempotency-Key": f"idem-{CANARY}"},
+        "/v1/extract",
+        headers={**auth(t), "Idempotency-Key": f"idem-{CANARY}"},
         files={"file": (FILE_NAME, pdf, "application/pdf")},
     )
     assert r.status_code == 202, r.text
@@ -122,7 +123,7 @@ async def test_canary_never_rests_in_clear(
         dump = "\n".join(db.iterdump())
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert {"jobs", "audit_logs", "results", "outbox"} <= set(tables)
-    assert "results" in dump and "INSERT INTO \"results\"" in dump  # the sealed result is there
+    assert "results" in dump and 'INSERT INTO "results"' in dump  # the sealed result is there
 
     haystacks = {
         "stderr (structlog)": captured.err.encode(),

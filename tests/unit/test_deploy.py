@@ -36,15 +36,24 @@ def test_yaml_is_clean() -> None:
 
 
 def test_kubernetes_manifests_validate_strictly() -> None:
-    manifests = [str(p) for p in sorted((DEPLOY / "k8s" / "base").glob("*.yaml")) if p.name not in
-                 ("kustomization.yaml", "keda.yaml")]  # KEDA's CRD has no bundled schema
+    manifests = [
+        str(p)
+        for p in sorted((DEPLOY / "k8s" / "base").glob("*.yaml"))
+        if p.name not in ("kustomization.yaml", "keda.yaml")
+    ]  # KEDA's CRD has no bundled schema
     out = run(tool("kubernetes-validate"), "--strict", *manifests)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("passed") >= 4
 
 
 def test_compose_file_is_valid() -> None:
-    env = {**os.environ, "POSTGRES_PASSWORD": "x", "CONTRACKT_DB_PASSWORD": "x", "MINIO_ROOT_USER": "x",
-           "MINIO_ROOT_PASSWORD": "x", "CONTRACKT_KEYS_URL": "kms://alias/contrackt"}
+    env = {
+        **os.environ,
+        "POSTGRES_PASSWORD": "x",
+        "CONTRACKT_DB_PASSWORD": "x",
+        "MINIO_ROOT_USER": "x",
+        "MINIO_ROOT_PASSWORD": "x",
+        "CONTRACKT_KEYS_URL": "kms://alias/contrackt",
+    }
     out = run(tool("docker-compose"), "-f", str(DEPLOY / "docker-compose.yml"), "config", "-q", env=env)
     assert out.returncode == 0, out.stdout + out.stderr

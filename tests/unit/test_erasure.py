@@ -69,9 +69,9 @@ async def test_erase_shreds_keys_and_leaves_other_tenants_alone(
         assert db.execute(
             "SELECT fingerprint_key_wrapped FROM tenants WHERE replace(id,'-','') = ?", (a_hex,)
         ).fetchone() == (None,)
-        assert db.execute(
-            "SELECT count(*) FROM results WHERE replace(tenant_id,'-','') = ?", (a_hex,)
-        ).fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM results WHERE replace(tenant_id,'-','') = ?", (a_hex,)).fetchone() == (
+            0,
+        )
 
     # Blobs and results deleted; the unfinished job failed with a reason.
     assert await c.blobs.list(f"{a.tenant_id}/") == []

@@ -35,8 +35,11 @@ async def test_delete_on_read_per_request(client: httpx.AsyncClient, container: 
     second = await client.get(f"/v1/jobs/{job_id}/result?format=text", headers=auth(t))
     assert (second.status_code, second.json()["code"]) == (410, "gone")
     assert await container.results.get(t["tenant_id"], job_id) is None
-    whats = [r.event.details.get("what") for r in await job_chain(container, t["tenant_id"], job_id)
-             if r.event.action == "PURGED"]
+    whats = [
+        r.event.details.get("what")
+        for r in await job_chain(container, t["tenant_id"], job_id)
+        if r.event.action == "PURGED"
+    ]
     assert "result" in whats
 
     kept = await _submit_and_wait(client, t)  # without the flag the result can be read again

@@ -86,8 +86,12 @@ def create_app(
         HTTP_REQUESTS.labels(path, str(response.status_code)).inc()
         response.headers["X-Request-ID"] = request_id
         log.info(
-            "http.request", method=request.method, route=path, status=response.status_code,
-            duration_ms=int((time.monotonic() - started) * 1000), request_id=request_id,
+            "http.request",
+            method=request.method,
+            route=path,
+            status=response.status_code,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            request_id=request_id,
         )
         return response
 

@@ -46,9 +46,7 @@ async def _limit(kind: str, p: Principal, c: Container, response: Response) -> N
         "RateLimit-Reset": str(math.ceil(decision.reset_s)),
     }
     if not decision.allowed:
-        exc = RateLimited(
-            f"Over the limit of {rate} for this API key", retry_after=math.ceil(decision.retry_after_s)
-        )
+        exc = RateLimited(f"Over the limit of {rate} for this API key", retry_after=math.ceil(decision.retry_after_s))
         exc.headers = headers  # type: ignore[attr-defined]
         raise exc
     response.headers.update(headers)

@@ -33,9 +33,7 @@ def associated_data(tenant_id: str, job_id: str, purpose: str, key_version: int)
 def _object_key(tenant_key: bytes, aad: bytes) -> bytes:
     # One derived key per (tenant, job, purpose, version): a nonce never repeats under a key
     # even if the random generator were to repeat across objects.
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"contrackt/object/" + aad).derive(
-        tenant_key
-    )
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"contrackt/object/" + aad).derive(tenant_key)
 
 
 def seal(tenant_key: bytes, key_version: int, tenant_id: str, job_id: str, purpose: str, plaintext: bytes) -> bytes:

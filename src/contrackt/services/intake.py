@@ -161,9 +161,15 @@ class IntakeService:
             async with self.uow(tenant_id) as uow:
                 await uow.jobs.add(job, idem_hash)
                 await audit.record(
-                    uow, self.clock, tenant_id, AuditAction.RECEIVED,
-                    job_id=job_id, api_key_id=principal.api_key_id, fingerprint=fp,
-                    size_bytes=len(data), key_version=version,
+                    uow,
+                    self.clock,
+                    tenant_id,
+                    AuditAction.RECEIVED,
+                    job_id=job_id,
+                    api_key_id=principal.api_key_id,
+                    fingerprint=fp,
+                    size_bytes=len(data),
+                    key_version=version,
                 )
                 await uow.outbox.add(JobMessage(job_id, tenant_id, blob_key), now)
         except IdempotencyConflict:

@@ -30,7 +30,7 @@ log = structlog.get_logger("contrackt.processing")
 
 
 def backoff_seconds(attempt: int) -> float:
-    return float(min(30, 2 ** attempt))
+    return float(min(30, 2**attempt))
 
 
 def result_payload(job_id: str, result: ExtractionResult) -> tuple[bytes, str]:
@@ -78,8 +78,13 @@ class ProcessingService:
             job = await uow.jobs.claim(msg.job_id, now, now + self.lease)
             if job is not None:
                 await audit.record(
-                    uow, self.clock, job.tenant_id, AuditAction.PROCESSING,
-                    job_id=job.id, fingerprint=job.fingerprint, attempt=job.attempts,
+                    uow,
+                    self.clock,
+                    job.tenant_id,
+                    AuditAction.PROCESSING,
+                    job_id=job.id,
+                    fingerprint=job.fingerprint,
+                    attempt=job.attempts,
                 )
         if job is None:
             # Finished, claimed by another worker, or unknown: nothing to do.
@@ -151,15 +156,27 @@ class ProcessingService:
         )
         async with self.uow(job.tenant_id) as uow:
             moved = await uow.jobs.finish(
-                job.id, job.attempts, completed=True, now=now, result_expires_at=expires,
+                job.id,
+                job.attempts,
+                completed=True,
+                now=now,
+                result_expires_at=expires,
                 pages=len(result.pages),
             )
             if moved:
                 await audit.record(
-                    uow, self.clock, job.tenant_id, AuditAction.COMPLETED,
-                    job_id=job.id, fingerprint=job.fingerprint, page_count=len(result.pages),
-                    duration_ms=int(seconds * 1000), result_sha256=digest, outcome="completed",
-                    key_version=version, engine=result.engine,
+                    uow,
+                    self.clock,
+                    job.tenant_id,
+                    AuditAction.COMPLETED,
+                    job_id=job.id,
+                    fingerprint=job.fingerprint,
+                    page_count=len(result.pages),
+                    duration_ms=int(seconds * 1000),
+                    result_sha256=digest,
+                    outcome="completed",
+                    key_version=version,
+                    engine=result.engine,
                 )
         if moved:
             log.info("job.completed", pages=len(result.pages), duration_ms=int(seconds * 1000))
@@ -176,13 +193,23 @@ class ProcessingService:
         if permanent or job.attempts >= MAX_ATTEMPTS:
             async with self.uow(job.tenant_id) as uow:
                 moved = await uow.jobs.finish(
-                    job.id, job.attempts, completed=False, now=self.clock.now(),
-                    error_code=code, error_message=message,
+                    job.id,
+                    job.attempts,
+                    completed=False,
+                    now=self.clock.now(),
+                    error_code=code,
+                    error_message=message,
                 )
                 if moved:
                     await audit.record(
-                        uow, self.clock, job.tenant_id, AuditAction.FAILED,
-                        job_id=job.id, fingerprint=job.fingerprint, outcome=code, attempt=job.attempts,
+                        uow,
+                        self.clock,
+                        job.tenant_id,
+                        AuditAction.FAILED,
+                        job_id=job.id,
+                        fingerprint=job.fingerprint,
+                        outcome=code,
+                        attempt=job.attempts,
                     )
             log.warning("job.failed", code=code, attempt=job.attempts)
             if moved:
@@ -205,6 +232,11 @@ class ProcessingService:
         async with self.uow(job.tenant_id) as uow:
             await uow.jobs.mark_purged(job.id, self.clock.now())
             await audit.record(
-                uow, self.clock, job.tenant_id, AuditAction.PURGED,
-                job_id=job.id, fingerprint=job.fingerprint, what="document",
+                uow,
+                self.clock,
+                job.tenant_id,
+                AuditAction.PURGED,
+                job_id=job.id,
+                fingerprint=job.fingerprint,
+                what="document",
             )

@@ -68,8 +68,14 @@ class Sweeper:
             async with self.uow(job.tenant_id) as uow:
                 if await uow.jobs.expire_result(job.id, now):
                     await audit.record(
-                        uow, self.clock, job.tenant_id, AuditAction.PURGED,
-                        job_id=job.id, fingerprint=job.fingerprint, what="result", reason="expired",
+                        uow,
+                        self.clock,
+                        job.tenant_id,
+                        AuditAction.PURGED,
+                        job_id=job.id,
+                        fingerprint=job.fingerprint,
+                        what="result",
+                        reason="expired",
                     )
         # Backends without their own expiry (the SQL table) also drop anything left over.
         await self.results.purge_expired(now)
@@ -94,12 +100,21 @@ class Sweeper:
                 if job.status is JobStatus.PROCESSING:
                     if job.attempts >= MAX_ATTEMPTS:
                         if await uow.jobs.finish(
-                            job.id, job.attempts, completed=False, now=now,
-                            error_code="worker_lost", error_message="The worker stopped during every attempt",
+                            job.id,
+                            job.attempts,
+                            completed=False,
+                            now=now,
+                            error_code="worker_lost",
+                            error_message="The worker stopped during every attempt",
                         ):
                             await audit.record(
-                                uow, self.clock, job.tenant_id, AuditAction.FAILED,
-                                job_id=job.id, fingerprint=job.fingerprint, outcome="worker_lost",
+                                uow,
+                                self.clock,
+                                job.tenant_id,
+                                AuditAction.FAILED,
+                                job_id=job.id,
+                                fingerprint=job.fingerprint,
+                                outcome="worker_lost",
                             )
                             report.jobs_failed += 1
                         continue
@@ -140,4 +155,3 @@ class Sweeper:
             elif job.status.terminal:
                 await self.blobs.delete(key)
                 report.orphan_blobs_deleted += 1
-

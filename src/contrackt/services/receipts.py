@@ -112,9 +112,7 @@ def verify_receipt(receipt: object, public_key_raw: bytes) -> None:
         raise ReceiptInvalid(f"unexpected fields: {', '.join(extra)}")
     expected_id = key_id_for(public_key_raw)
     if receipt["key_id"] != expected_id:
-        raise ReceiptInvalid(
-            f"signed by another key (receipt key_id {receipt['key_id']}, public key {expected_id})"
-        )
+        raise ReceiptInvalid(f"signed by another key (receipt key_id {receipt['key_id']}, public key {expected_id})")
     try:
         signature = base64.b64decode(str(receipt["signature"]), validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -76,8 +76,13 @@ class ResultService:
         body.pop("engine", None)
         async with self.uow(job.tenant_id) as uow:
             await audit.record(
-                uow, self.clock, job.tenant_id, AuditAction.DELIVERED,
-                job_id=job.id, api_key_id=principal.api_key_id, fingerprint=job.fingerprint,
+                uow,
+                self.clock,
+                job.tenant_id,
+                AuditAction.DELIVERED,
+                job_id=job.id,
+                api_key_id=principal.api_key_id,
+                fingerprint=job.fingerprint,
                 result_sha256=body.get("result_sha256"),
             )
         if job.delete_on_read:
@@ -89,8 +94,13 @@ class ResultService:
         async with self.uow(job.tenant_id) as uow:
             if await uow.jobs.expire_result(job.id, self.clock.now()):
                 await audit.record(
-                    uow, self.clock, job.tenant_id, AuditAction.PURGED,
-                    job_id=job.id, fingerprint=job.fingerprint, what="result",
+                    uow,
+                    self.clock,
+                    job.tenant_id,
+                    AuditAction.PURGED,
+                    job_id=job.id,
+                    fingerprint=job.fingerprint,
+                    what="result",
                 )
 
     async def purge(self, principal: Principal, job_id: str) -> Job:
@@ -104,22 +114,41 @@ class ResultService:
             if job.status is JobStatus.PENDING:
                 if await uow.jobs.fail_pending(job.id, now, "cancelled", "Deleted by the client"):
                     await audit.record(
-                        uow, self.clock, job.tenant_id, AuditAction.FAILED,
-                        job_id=job.id, fingerprint=job.fingerprint, outcome="cancelled",
+                        uow,
+                        self.clock,
+                        job.tenant_id,
+                        AuditAction.FAILED,
+                        job_id=job.id,
+                        fingerprint=job.fingerprint,
+                        outcome="cancelled",
                     )
             elif job.status is JobStatus.PROCESSING:
                 if await uow.jobs.finish(
-                    job.id, job.attempts, completed=False, now=now,
-                    error_code="cancelled", error_message="Deleted by the client",
+                    job.id,
+                    job.attempts,
+                    completed=False,
+                    now=now,
+                    error_code="cancelled",
+                    error_message="Deleted by the client",
                 ):
                     await audit.record(
-                        uow, self.clock, job.tenant_id, AuditAction.FAILED,
-                        job_id=job.id, fingerprint=job.fingerprint, outcome="cancelled",
+                        uow,
+                        self.clock,
+                        job.tenant_id,
+                        AuditAction.FAILED,
+                        job_id=job.id,
+                        fingerprint=job.fingerprint,
+                        outcome="cancelled",
                     )
             await uow.jobs.mark_purged(job.id, now)
             await uow.jobs.expire_result(job.id, now)
             await audit.record(
-                uow, self.clock, job.tenant_id, AuditAction.PURGED,
-                job_id=job.id, fingerprint=job.fingerprint, what="document+result",
+                uow,
+                self.clock,
+                job.tenant_id,
+                AuditAction.PURGED,
+                job_id=job.id,
+                fingerprint=job.fingerprint,
+                what="document+result",
             )
         return await self.job(principal, job_id)

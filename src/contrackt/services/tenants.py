@@ -117,4 +117,3 @@ class TenantService:
         for job in jobs:
             await results.delete(tenant_id, job.id)
         return {"keys_destroyed": destroyed, "api_keys_revoked": revoked, "blobs_deleted": blob_count}
-

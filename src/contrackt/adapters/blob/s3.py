@@ -104,7 +104,10 @@ class S3BlobStore:
     async def put(self, key: str, data: bytes) -> None:
         s3 = await self._s3()
         await s3.put_object(
-            Bucket=self.bucket, Key=self._object(key), Body=data, ServerSideEncryption="AES256",
+            Bucket=self.bucket,
+            Key=self._object(key),
+            Body=data,
+            ServerSideEncryption="AES256",
             ContentType="application/octet-stream",
         )
 

@@ -52,9 +52,7 @@ class SqlTenantRepository(_Repo):
 
     async def mark_erased(self, tenant_id: str, at: datetime) -> None:
         await self.conn.execute(
-            tenants.update()
-            .where(tenants.c.id == tenant_id)
-            .values(erased_at=at, fingerprint_key_wrapped=None)
+            tenants.update().where(tenants.c.id == tenant_id).values(erased_at=at, fingerprint_key_wrapped=None)
         )
 
 
@@ -74,9 +72,7 @@ def _tenant(m: Any) -> Tenant:
 class SqlTenantKeyRepository(_Repo):
     async def add(self, tenant_id: str, version: int, wrapped: bytes, at: datetime) -> None:
         await self.conn.execute(
-            tenant_keys.insert().values(
-                tenant_id=tenant_id, version=version, wrapped_key=wrapped, created_at=at
-            )
+            tenant_keys.insert().values(tenant_id=tenant_id, version=version, wrapped_key=wrapped, created_at=at)
         )
 
     async def get(self, tenant_id: str, version: int) -> bytes | None:
@@ -132,9 +128,7 @@ class SqlApiKeyRepository(_Repo):
 
     async def revoke(self, key_id: str, at: datetime) -> bool:
         res = await self.conn.execute(
-            api_keys.update()
-            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=at)
+            api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=at)
         )
         return bool(res.rowcount)
 
@@ -177,9 +171,7 @@ def _job(m: Any) -> Job:
 class SqlJobRepository(_Repo):
     async def add(self, job: Job, idempotency_key_hash: str | None = None) -> None:
         values = {f: getattr(job, f) for f in _JOB_FIELDS}
-        stmt = jobs.insert().values(
-            status=job.status.value, idempotency_key_hash=idempotency_key_hash, **values
-        )
+        stmt = jobs.insert().values(status=job.status.value, idempotency_key_hash=idempotency_key_hash, **values)
         if idempotency_key_hash is None:
             await self.conn.execute(stmt)
             return
@@ -190,19 +182,13 @@ class SqlJobRepository(_Repo):
             raise IdempotencyConflict() from exc
 
     async def get(self, tenant_id: str, job_id: str) -> Job | None:
-        row = (
-            await self.conn.execute(
-                jobs.select().where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
-            )
-        ).first()
+        row = (await self.conn.execute(jobs.select().where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id))).first()
         return _job(row._mapping) if row else None
 
     async def find_by_idempotency(self, tenant_id: str, key_hash: str) -> Job | None:
         row = (
             await self.conn.execute(
-                jobs.select().where(
-                    jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key_hash == key_hash
-                )
+                jobs.select().where(jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key_hash == key_hash)
             )
         ).first()
         return _job(row._mapping) if row else None
@@ -301,9 +287,7 @@ class SqlJobRepository(_Repo):
         return res.rowcount == 1
 
     async def mark_purged(self, job_id: str, at: datetime) -> None:
-        await self.conn.execute(
-            jobs.update().where(jobs.c.id == job_id).values(purged_at=at, blob_key=None)
-        )
+        await self.conn.execute(jobs.update().where(jobs.c.id == job_id).values(purged_at=at, blob_key=None))
 
     async def expire_result(self, job_id: str, at: datetime) -> bool:
         res = await self.conn.execute(
@@ -374,9 +358,7 @@ class SqlJobRepository(_Repo):
         return int(row[0]) if row else 0
 
     async def list_for_tenant(self, tenant_id: str) -> list[Job]:
-        rows = await self.conn.execute(
-            jobs.select().where(jobs.c.tenant_id == tenant_id).order_by(jobs.c.created_at)
-        )
+        rows = await self.conn.execute(jobs.select().where(jobs.c.tenant_id == tenant_id).order_by(jobs.c.created_at))
         return [_job(r._mapping) for r in rows]
 
 
@@ -384,9 +366,7 @@ class SqlAuditRepository(_Repo):
     async def append(self, event: AuditEvent) -> ChainRow:
         if self.conn.dialect.name == "postgresql":
             # Serialise appends per tenant so the chain never forks.
-            await self.conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": event.tenant_id}
-            )
+            await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": event.tenant_id})
         last = (
             await self.conn.execute(
                 sa.select(audit_logs.c.seq, audit_logs.c.row_hash)

@@ -176,9 +176,7 @@ class RedisStreamsQueue:
         for entry_id, fields in entries:
             if not fields:  # deleted meanwhile
                 continue
-            pending = await self.client.xpending_range(
-                self.stream, self.group, min=entry_id, max=entry_id, count=1
-            )
+            pending = await self.client.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
             count = int(pending[0]["times_delivered"]) if pending else 1
             return self._delivery(entry_id, fields, count)
         return None

@@ -41,9 +41,7 @@ class SqlResultStore:
 
     async def delete(self, tenant_id: str, job_id: str) -> None:
         async with self.uow(tenant_id) as u:
-            await u.conn.execute(
-                results.delete().where(results.c.job_id == job_id, results.c.tenant_id == tenant_id)
-            )
+            await u.conn.execute(results.delete().where(results.c.job_id == job_id, results.c.tenant_id == tenant_id))
 
     async def purge_expired(self, now: datetime) -> int:
         async with self.uow(system=True) as u:
