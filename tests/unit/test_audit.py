@@ -231,3 +231,24 @@ def test_swapped_rows_are_reported(tmp_path: Path) -> None:
     result = invoke_cli(settings.home, "audit", "verify")
     assert result.exit_code == 1
     assert "seq 3: expected seq 2" in result.output
+
+
+def test_rows_deleted_from_the_end_are_reported(tmp_path: Path) -> None:
+    """The tenant row records the chain's head, moved in the same transaction as each append."""
+    settings, tenant = _populate(tmp_path / "home")
+    with _untriggered(settings) as db:
+        for seq in (5, 6):
+            db.execute("DELETE FROM audit_logs WHERE id = ?", (_row_id(db, tenant, seq),))
+    result = invoke_cli(settings.home, "audit", "verify")
+    assert result.exit_code == 1
+    assert f"{tenant}\t4 rows\tTAMPERED" in result.output
+    assert "chain ends at seq 4 but its recorded head is seq 6 (rows removed at the end)" in result.output
+
+
+def test_a_chain_deleted_entirely_is_reported(tmp_path: Path) -> None:
+    settings, tenant = _populate(tmp_path / "home")
+    with _untriggered(settings) as db:
+        db.execute("DELETE FROM audit_logs WHERE replace(tenant_id, '-', '') = ?", (tenant.replace("-", ""),))
+    result = invoke_cli(settings.home, "audit", "verify")
+    assert result.exit_code == 1
+    assert f"{tenant}\t0 rows\tTAMPERED" in result.output

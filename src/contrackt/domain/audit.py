@@ -85,11 +85,12 @@ class ChainRow:
     row_hash: str
 
 
-def verify_chain(rows: list[ChainRow]) -> list[str]:
+def verify_chain(rows: list[ChainRow], head: tuple[int, str | None] | None = None) -> list[str]:
     """Problems found in one tenant's chain, in order; empty when intact.
 
     Detects changed rows (hash mismatch), removed rows (gap in ``seq`` or
-    broken link) and reordered rows (``seq`` not increasing).
+    broken link) and reordered rows (``seq`` not increasing); with the recorded
+    ``head`` (last seq, its hash) also rows removed from the end of the chain.
     """
     problems: list[str] = []
     prev = GENESIS_HASH
@@ -103,4 +104,10 @@ def verify_chain(rows: list[ChainRow]) -> list[str]:
             problems.append(f"seq {row.seq}: row content does not match its hash (row changed)")
         prev = row.row_hash
         expected_seq = row.seq + 1
+    if head is not None and head[0] > 0:
+        last_seq, last_hash = (rows[-1].seq, rows[-1].row_hash) if rows else (0, None)
+        if last_seq != head[0] or last_hash != head[1]:
+            problems.append(
+                f"chain ends at seq {last_seq} but its recorded head is seq {head[0]} (rows removed at the end)"
+            )
     return problems

@@ -45,12 +45,14 @@ async def verify(uow_factory: UnitOfWorkFactory, tenant_id: str | None = None) -
     """Check every tenant's hash chain (or one tenant's)."""
     if tenant_id is None:
         async with uow_factory(system=True) as uow:
-            tenant_ids = await uow.audit.tenant_ids()
+            # every tenant, also one whose audit rows were all deleted
+            tenant_ids = sorted(set(await uow.audit.tenant_ids()) | {t.id for t in await uow.tenants.list()})
     else:
         tenant_ids = [tenant_id]
     reports = []
     for tid in tenant_ids:
         async with uow_factory(tid) as uow:
             rows = await uow.audit.chain(tid)
-        reports.append(ChainReport(tid, len(rows), verify_chain(rows)))
+            head = await uow.audit.head(tid)
+        reports.append(ChainReport(tid, len(rows), verify_chain(rows, head)))
     return reports

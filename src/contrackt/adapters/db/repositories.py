@@ -392,7 +392,18 @@ class SqlAuditRepository(_Repo):
                 row_hash=row_hash,
             )
         )
+        await self.conn.execute(
+            tenants.update().where(tenants.c.id == event.tenant_id).values(audit_seq=seq, audit_head=row_hash)
+        )
         return ChainRow(seq=seq, event=event, prev_hash=prev, row_hash=row_hash)
+
+    async def head(self, tenant_id: str) -> tuple[int, str | None]:
+        row = (
+            await self.conn.execute(
+                sa.select(tenants.c.audit_seq, tenants.c.audit_head).where(tenants.c.id == tenant_id)
+            )
+        ).first()
+        return (int(row[0]), row[1]) if row else (0, None)
 
     async def chain(self, tenant_id: str) -> list[ChainRow]:
         rows = await self.conn.execute(

@@ -46,6 +46,10 @@ tenants = sa.Table(
     sa.Column("rate_limit_extract", sa.String(32), nullable=True),
     sa.Column("rate_limit_status", sa.String(32), nullable=True),
     sa.Column("erased_at", UTCDateTime, nullable=True),
+    # The head of the tenant's audit chain, moved in the same transaction as each append:
+    # deleting the newest audit rows then no longer goes unnoticed by `audit verify`.
+    sa.Column("audit_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("audit_head", sa.String(64), nullable=True),
 )
 
 tenant_keys = sa.Table(
