@@ -25,6 +25,7 @@ from contrackt.ports.results import ResultStore
 from contrackt.services import audit
 from contrackt.services.crypto import PURPOSE_DOCUMENT, PURPOSE_RESULT, key_version_of, open_sealed, seal
 from contrackt.services.keyring import Keyring
+from contrackt.services.outcomes import fail_job
 
 log = structlog.get_logger("contrackt.processing")
 
@@ -192,25 +193,7 @@ class ProcessingService:
     async def _on_failure(self, delivery: Delivery, job: Job, code: str, message: str, *, permanent: bool) -> None:
         if permanent or job.attempts >= MAX_ATTEMPTS:
             async with self.uow(job.tenant_id) as uow:
-                moved = await uow.jobs.finish(
-                    job.id,
-                    job.attempts,
-                    completed=False,
-                    now=self.clock.now(),
-                    error_code=code,
-                    error_message=message,
-                )
-                if moved:
-                    await audit.record(
-                        uow,
-                        self.clock,
-                        job.tenant_id,
-                        AuditAction.FAILED,
-                        job_id=job.id,
-                        fingerprint=job.fingerprint,
-                        outcome=code,
-                        attempt=job.attempts,
-                    )
+                moved = await fail_job(uow, self.clock, job, code, message)
             log.warning("job.failed", code=code, attempt=job.attempts)
             if moved:
                 JOBS_FINISHED.labels("failed").inc()

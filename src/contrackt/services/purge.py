@@ -16,6 +16,7 @@ from contrackt.ports.queue import JobQueue
 from contrackt.ports.repositories import UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
 from contrackt.services import audit
+from contrackt.services.outcomes import fail_job
 
 log = structlog.get_logger("contrackt.sweeper")
 
@@ -99,23 +100,8 @@ class Sweeper:
             async with self.uow(job.tenant_id) as uow:
                 if job.status is JobStatus.PROCESSING:
                     if job.attempts >= MAX_ATTEMPTS:
-                        if await uow.jobs.finish(
-                            job.id,
-                            job.attempts,
-                            completed=False,
-                            now=now,
-                            error_code="worker_lost",
-                            error_message="The worker stopped during every attempt",
-                        ):
-                            await audit.record(
-                                uow,
-                                self.clock,
-                                job.tenant_id,
-                                AuditAction.FAILED,
-                                job_id=job.id,
-                                fingerprint=job.fingerprint,
-                                outcome="worker_lost",
-                            )
+                        message = "The worker stopped during every attempt"
+                        if await fail_job(uow, self.clock, job, "worker_lost", message):
                             report.jobs_failed += 1
                         continue
                     if not await uow.jobs.release(job.id, job.attempts):

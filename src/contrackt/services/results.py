@@ -17,6 +17,7 @@ from contrackt.ports.results import ResultStore
 from contrackt.services import audit
 from contrackt.services.crypto import PURPOSE_RESULT, key_version_of, open_sealed
 from contrackt.services.keyring import Keyring
+from contrackt.services.outcomes import fail_job
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -111,35 +112,8 @@ class ResultService:
             await self.blobs.delete(job.blob_key)
         await self.results.delete(job.tenant_id, job.id)
         async with self.uow(job.tenant_id) as uow:
-            if job.status is JobStatus.PENDING:
-                if await uow.jobs.fail_pending(job.id, now, "cancelled", "Deleted by the client"):
-                    await audit.record(
-                        uow,
-                        self.clock,
-                        job.tenant_id,
-                        AuditAction.FAILED,
-                        job_id=job.id,
-                        fingerprint=job.fingerprint,
-                        outcome="cancelled",
-                    )
-            elif job.status is JobStatus.PROCESSING:
-                if await uow.jobs.finish(
-                    job.id,
-                    job.attempts,
-                    completed=False,
-                    now=now,
-                    error_code="cancelled",
-                    error_message="Deleted by the client",
-                ):
-                    await audit.record(
-                        uow,
-                        self.clock,
-                        job.tenant_id,
-                        AuditAction.FAILED,
-                        job_id=job.id,
-                        fingerprint=job.fingerprint,
-                        outcome="cancelled",
-                    )
+            if not job.status.terminal:
+                await fail_job(uow, self.clock, job, "cancelled", "Deleted by the client")
             await uow.jobs.mark_purged(job.id, now)
             await uow.jobs.expire_result(job.id, now)
             await audit.record(
