@@ -59,7 +59,8 @@ async def test_upload_multipart_then_poll_and_read_result(client: httpx.AsyncCli
     assert result["pages"][0]["lines"][0]["bbox"] == [10.0, 10.0, 200.0, 20.0]
     assert "Segunda página" in result["text"]
     assert len(result["result_sha256"]) == 64
-    assert set(result) == {"job_id", "text", "pages", "confidence_avg", "result_sha256"}
+    assert set(result) == {"job_id", "text", "pages", "confidence_avg", "result_sha256", "active_content"}
+    assert result["active_content"] == []
     text = await client.get(f"/v1/jobs/{body['job_id']}/result?format=text", headers=headers(t))
     assert text.headers["content-type"].startswith("text/plain")
     assert "CPF 411.842.785-04" in text.text

@@ -253,3 +253,26 @@ def test_hanging_child_times_out(pool: ProcessPoolExtractor) -> None:
         pool.page_timeout_s = saved
     assert len(_extract(pool, pdf).pages) == 10
     _wait_idle(pool)
+
+
+# ----------------------------------------------------------------------------- active content
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("gen_js_openaction.pdf", ["javascript"]),
+        ("gen_launch_action.pdf", ["launch_action"]),
+        ("gen_embedded_file.pdf", ["embedded_files"]),
+    ],
+)
+def test_active_content_is_reported_and_the_text_still_extracted(
+    pool: ProcessPoolExtractor, name: str, expected: list[str]
+) -> None:
+    result = _extract(pool, _corpus_file(BAD / name))
+    assert result.active_content == expected
+    assert "Declaração de Residência nº 2.318/2025" in result.text
+
+
+def test_plain_documents_report_no_active_content(pool: ProcessPoolExtractor) -> None:
+    assert _extract(pool, _corpus_file(SYNTH / "born_digital.pdf"), mode="text").active_content == []

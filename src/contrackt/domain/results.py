@@ -74,6 +74,9 @@ class Page:
 class ExtractionResult:
     pages: list[Page]
     engine: str | None = None
+    # Active content found in the document and never run: "javascript", "launch_action",
+    # "embedded_files". Reported so a client can treat such a file with suspicion.
+    active_content: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -91,8 +94,13 @@ class ExtractionResult:
             "text": self.text,
             "pages": [p.to_dict() for p in self.pages],
             "confidence_avg": round(self.confidence_avg, 4),
+            "active_content": list(self.active_content),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractionResult:
-        return cls(pages=[Page.from_dict(p) for p in d["pages"]], engine=d.get("engine"))
+        return cls(
+            pages=[Page.from_dict(p) for p in d["pages"]],
+            engine=d.get("engine"),
+            active_content=list(d.get("active_content", [])),
+        )

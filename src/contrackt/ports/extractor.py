@@ -22,6 +22,7 @@ class ExtractOptions:
 class DocumentInfo:
     pages: int
     encrypted: bool
+    active_content: tuple[str, ...] = ()  # javascript | launch_action | embedded_files (never run)
 
 
 class Extractor(Protocol):

@@ -458,7 +458,11 @@ class ProcessPoolExtractor:
             reply = await self._call(child, ("inspect", next(self._req_ids), pdf), self.inspect_timeout_s)
             if reply[1] != "ok":
                 self._raise_child_error(child, reply[2], reply[3])
-        info = DocumentInfo(pages=int(reply[2]["pages"]), encrypted=bool(reply[2]["encrypted"]))
+        info = DocumentInfo(
+            pages=int(reply[2]["pages"]),
+            encrypted=bool(reply[2]["encrypted"]),
+            active_content=tuple(reply[2].get("active_content", ())),
+        )
         if info.pages > self.max_pages:
             raise TooManyPages(f"The document has {info.pages} pages; the limit is {self.max_pages}")
         return info
@@ -475,7 +479,7 @@ class ProcessPoolExtractor:
         info = await self.inspect(pdf)
         total = info.pages
         if total == 0:
-            return ExtractionResult(pages=[], engine=engine)
+            return ExtractionResult(pages=[], engine=engine, active_content=list(info.active_content))
         job = _Job(
             doc_id=uuid.uuid4().hex,
             pdf=pdf,
@@ -503,7 +507,7 @@ class ProcessPoolExtractor:
         pages = [Page.from_dict(d) for d in job.results if d is not None]
         if len(pages) != total:  # pragma: no cover - defensive
             raise ContracktError("Some pages were not processed")
-        return ExtractionResult(pages=pages, engine=engine)
+        return ExtractionResult(pages=pages, engine=engine, active_content=list(info.active_content))
 
     async def _lane(self, job: _Job) -> None:
         while job.pending and job.error is None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -121,13 +122,34 @@ def open_pdf(pdf: bytes) -> Any:
         raise ChildError("corrupt_pdf", "The PDF could not be read") from None
 
 
+_JS_TOKEN = re.compile(rb"/(?:JavaScript|JS)(?![A-Za-z0-9])")
+
+
+def active_content(doc: Any, pdf: bytes) -> list[str]:
+    """Kinds of active content present (none is ever executed: PDFium runs no scripts here).
+
+    PDFium's counts are authoritative for document-level scripts and attachments; the
+    token scan adds actions in uncompressed objects (an object stream can hide them).
+    """
+    import pypdfium2 as pdfium
+
+    found = []
+    if pdfium.raw.FPDFDoc_GetJavaScriptActionCount(doc.raw) > 0 or _JS_TOKEN.search(pdf):
+        found.append("javascript")
+    if b"/Launch" in pdf:
+        found.append("launch_action")
+    if pdfium.raw.FPDFDoc_GetAttachmentCount(doc.raw) > 0 or b"/EmbeddedFile" in pdf:
+        found.append("embedded_files")
+    return found
+
+
 def inspect_pdf(pdf: bytes) -> dict[str, Any]:
     import pypdfium2 as pdfium
 
     doc = open_pdf(pdf)
     try:
         revision = int(pdfium.raw.FPDF_GetSecurityHandlerRevision(doc.raw))
-        return {"pages": len(doc), "encrypted": revision != -1}
+        return {"pages": len(doc), "encrypted": revision != -1, "active_content": active_content(doc, pdf)}
     finally:
         doc.close()
 
