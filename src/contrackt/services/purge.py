@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from contrackt.domain.audit import AuditAction
 from contrackt.domain.ids import parse_id
 from contrackt.domain.jobs import MAX_ATTEMPTS, JobMessage, JobStatus
 from contrackt.ports.blobstore import BlobStore
@@ -15,8 +14,7 @@ from contrackt.ports.clock import Clock
 from contrackt.ports.queue import JobQueue
 from contrackt.ports.repositories import UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
-from contrackt.services import audit
-from contrackt.services.outcomes import fail_job
+from contrackt.services.outcomes import destroy_result, fail_job
 
 log = structlog.get_logger("contrackt.sweeper")
 
@@ -65,19 +63,7 @@ class Sweeper:
         async with self.uow(system=True) as uow:
             expired = await uow.jobs.find_expired_results(now)
         for job in expired:
-            await self.results.delete(job.tenant_id, job.id)
-            async with self.uow(job.tenant_id) as uow:
-                if await uow.jobs.expire_result(job.id, now):
-                    await audit.record(
-                        uow,
-                        self.clock,
-                        job.tenant_id,
-                        AuditAction.PURGED,
-                        job_id=job.id,
-                        fingerprint=job.fingerprint,
-                        what="result",
-                        reason="expired",
-                    )
+            await destroy_result(self.uow, self.results, self.clock, job, reason="expired")
         # Backends without their own expiry (the SQL table) also drop anything left over.
         await self.results.purge_expired(now)
         return len(expired)

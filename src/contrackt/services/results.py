@@ -17,7 +17,7 @@ from contrackt.ports.results import ResultStore
 from contrackt.services import audit
 from contrackt.services.crypto import PURPOSE_RESULT, key_version_of, open_sealed
 from contrackt.services.keyring import Keyring
-from contrackt.services.outcomes import fail_job
+from contrackt.services.outcomes import destroy_result, fail_job
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -87,22 +87,8 @@ class ResultService:
                 result_sha256=body.get("result_sha256"),
             )
         if job.delete_on_read:
-            await self._purge_result(job)
+            await destroy_result(self.uow, self.results, self.clock, job)
         return body
-
-    async def _purge_result(self, job: Job) -> None:
-        await self.results.delete(job.tenant_id, job.id)
-        async with self.uow(job.tenant_id) as uow:
-            if await uow.jobs.expire_result(job.id, self.clock.now()):
-                await audit.record(
-                    uow,
-                    self.clock,
-                    job.tenant_id,
-                    AuditAction.PURGED,
-                    job_id=job.id,
-                    fingerprint=job.fingerprint,
-                    what="result",
-                )
 
     async def purge(self, principal: Principal, job_id: str) -> Job:
         """DELETE /v1/jobs/{id}: cancel if unfinished, destroy document and result now."""
