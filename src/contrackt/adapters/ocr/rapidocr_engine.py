@@ -1,9 +1,10 @@
-"""RapidOCR 3.x (PP-OCRv6 small, ONNX Runtime) and the row grouping of its boxes.
+"""RapidOCR 3.x (PP-OCRv6 small or tiny, ONNX Runtime) and the row grouping of its boxes.
 
-Runs inside a child process.  Models come from the rapidocr wheel (nothing is
-downloaded); the angle classifier stays off (it flips good lines); ONNX Runtime
-runs with one intra-op and one inter-op thread, since parallelism comes from
-the pool's processes.
+Runs inside a child process.  Models come from wheels (nothing is
+downloaded); the recogniser's last layer is restricted to the Latin script
+when the engine loads (``latin.py``); the angle classifier stays off (it flips
+good lines); ONNX Runtime runs with one intra-op and one inter-op thread,
+since parallelism comes from the pool's processes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,19 +42,18 @@ class OcrLine:
     bbox: BBox  # pixels, top-left origin
 
 
-def rapidocr_params(threads: int = 1, model_dir: str | None = None) -> dict[str, Any]:
+def rapidocr_params(
+    det: Path,
+    rec: Path,
+    threads: int = 1,
+    unclip_ratio: float | None = None,
+    box_thresh: float | None = None,
+) -> dict[str, Any]:
     """The exact RapidOCR configuration we run (config keys of rapidocr 3.10)."""
-    if model_dir is None:
-        import rapidocr
-
-        models = Path(rapidocr.__file__).resolve().parent / "models"
-    else:
-        models = Path(model_dir)
-    det, rec = models / DET_MODEL, models / REC_MODEL
     for path in (det, rec):
         if not path.is_file():
             raise RuntimeError(f"rapidocr model missing: {path}")
-    return {
+    params: dict[str, Any] = {
         "Global.use_cls": False,
         "Global.log_level": "error",
         "Det.model_path": str(det),
@@ -63,16 +64,50 @@ def rapidocr_params(threads: int = 1, model_dir: str | None = None) -> dict[str,
         "EngineConfig.onnxruntime.intra_op_num_threads": threads,
         "EngineConfig.onnxruntime.inter_op_num_threads": threads,
     }
+    if unclip_ratio is not None:
+        params["Det.unclip_ratio"] = unclip_ratio
+    if box_thresh is not None:
+        params["Det.box_thresh"] = box_thresh
+    return params
 
 
 class RapidOcrEngine:
-    """PP-OCRv6 small through rapidocr; one instance per child process."""
+    """A PP-OCRv6 det + rec pair through rapidocr; one instance per child process.
 
-    def __init__(self, threads: int = 1, model_dir: str | None = None, name: str = "rapidocr") -> None:
+    The recogniser is restricted to Latin-script classes (``latin.py``): the
+    derived model lives in a private temporary folder only until both ONNX
+    Runtime sessions are built (``warm``), then the folder is removed.
+    """
+
+    def __init__(
+        self,
+        det: Path,
+        rec: Path,
+        rec_dict: Path | None = None,
+        threads: int = 1,
+        name: str = "rapidocr",
+        unclip_ratio: float | None = None,
+        box_thresh: float | None = None,
+        latin: bool = True,
+    ) -> None:
         from rapidocr import RapidOCR
 
         self.name = name
-        self._ocr: Any = RapidOCR(params=rapidocr_params(threads, model_dir))
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if latin:
+            from contrackt.adapters.ocr.latin import restrict_to_latin
+
+            for path in (det, rec, rec_dict):
+                if path is not None and not path.is_file():
+                    raise RuntimeError(f"rapidocr model missing: {path}")
+            data, _ = restrict_to_latin(rec, rec_dict)
+            self._tmp = tempfile.TemporaryDirectory(prefix="contrackt-model-")
+            rec = Path(self._tmp.name) / "rec-latin.onnx"
+            rec.write_bytes(data)
+        params = rapidocr_params(det, rec, threads, unclip_ratio, box_thresh)
+        if not latin and rec_dict is not None:
+            params["Rec.rec_keys_path"] = str(rec_dict)
+        self._ocr: Any = RapidOCR(params=params)
 
     def warm(self) -> None:
         """Load both models and run them once so the first page is not slow."""
@@ -81,6 +116,9 @@ class RapidOcrEngine:
         self._ocr(img)
         # Detection on a blank image may skip recognition; load it explicitly.
         self._ocr._load_rec_model()
+        if self._tmp is not None:
+            self._tmp.cleanup()  # the sessions hold the model now
+            self._tmp = None
 
     def recognize(self, image: np.ndarray) -> list[OcrBox]:
         out = self._ocr(image, use_cls=False)
@@ -100,6 +138,8 @@ class RapidOcrEngine:
 # --------------------------------------------------------------------------- rows
 
 _DEGREE_ORDINAL = re.compile(r"(?<=[0-9A-Za-z])°(?![CFK]\b)")
+# "RS" right before an amount written the Brazilian way (1.234,56): the real sign
+_REAL_SIGN = re.compile(r"\bRS(?= ?\d{1,3}(?:\.\d{3})*,\d{2}(?!\d))")
 
 
 def fix_text(text: str) -> str:
@@ -108,8 +148,11 @@ def fix_text(text: str) -> str:
     PP-OCR reads the ordinal indicator (``nº``, ``3º``) as a degree sign;
     Portuguese documents use the ordinal far more often than degrees, so a
     degree sign glued to a letter or digit (and not a temperature unit) becomes º.
+    PP-OCRv6 tiny reads ``R$`` as ``RS``; an ``RS`` directly followed by an
+    amount with centavos (``RS 1.234,56``) is the real sign, not the state of
+    Rio Grande do Sul (whose abbreviation is not followed by money).
     """
-    return _DEGREE_ORDINAL.sub("º", text)
+    return _REAL_SIGN.sub("R$", _DEGREE_ORDINAL.sub("º", text))
 
 
 @dataclass
