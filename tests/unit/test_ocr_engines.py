@@ -7,6 +7,7 @@ each engine reads one scanned page (a few seconds each on a busy 2-core box).
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -124,6 +125,20 @@ def test_each_engine_reads_a_scanned_page_chosen_per_request(pool: ProcessPoolEx
         assert value <= BUDGET[name], f"{name}: CER {value:.2%}"
         x0, y0, x1, y1 = page.lines[0].bbox  # PDF points, top-left origin
         assert 60 < x0 < x1 < 560 and 20 < y0 < y1 < 120
+        # word boxes: every OCR line carries its words, in reading order, inside the line's box
+        assert all(ln.words for ln in page.lines), name
+        for ln in page.lines:
+            assert " ".join(w.text for w in ln.words) == ln.text
+            lx0, ly0, lx1, ly1 = ln.bbox
+            for w in ln.words:
+                wx0, wy0, wx1, wy1 = w.bbox
+                assert lx0 - 2 <= wx0 < wx1 <= lx1 + 2 and ly0 - 4 <= wy0 < wy1 <= ly1 + 4, (name, w, ln.bbox)
+                assert 0.0 <= w.confidence <= 1.0
+            lefts = [w.bbox[0] for w in ln.words]
+            assert lefts == sorted(lefts), (name, ln.text)
+        cpf = [w for ln in page.lines for w in ln.words if re.fullmatch(r"\d{3}\.\d{3}\.\d{3}-\d{2},?", w.text)]
+        assert cpf, f"{name}: no CPF read as one word"
+        assert "words" in page.lines[0].to_dict()
 
 
 def test_unknown_engine_per_request(pool: ProcessPoolExtractor) -> None:
@@ -154,6 +169,7 @@ def test_text_mode_never_ocrs_and_auto_does_on_a_scan() -> None:
     born = _corpus_file(SYNTH / "born_digital.pdf")
     page = worker.page({"doc_id": "b", "pdf": born, "index": 0, "mode": "auto", "engine": "rapidocr"})
     assert page["source"] == "text_layer" and page["zoom"] is None
+    assert page["lines"] and "words" not in page["lines"][0]  # word boxes come from OCR engines only
     worker.forget("d")
     worker.forget("b")
 

@@ -20,7 +20,7 @@ def clean_text(text: str) -> str:
 
 
 @dataclass
-class Line:
+class Word:
     text: str
     confidence: float
     bbox: tuple[float, float, float, float]  # PDF points, origin top-left
@@ -31,6 +31,38 @@ class Line:
             "confidence": round(self.confidence, 4),
             "bbox": [round(v, 2) for v in self.bbox],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Word:
+        return cls(text=clean_text(d["text"]), confidence=float(d["confidence"]), bbox=tuple(d["bbox"]))
+
+
+@dataclass
+class Line:
+    text: str
+    confidence: float
+    bbox: tuple[float, float, float, float]  # PDF points, origin top-left
+    # OCR engines that give word boxes (rapidocr, tesseract); absent for text-layer lines
+    words: list[Word] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "text": self.text,
+            "confidence": round(self.confidence, 4),
+            "bbox": [round(v, 2) for v in self.bbox],
+        }
+        if self.words:
+            out["words"] = [w.to_dict() for w in self.words]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Line:
+        return cls(
+            text=clean_text(d["text"]),
+            confidence=float(d["confidence"]),
+            bbox=tuple(d["bbox"]),
+            words=[Word.from_dict(w) for w in d.get("words") or []],
+        )
 
 
 @dataclass
@@ -61,10 +93,7 @@ class Page:
             source=d["source"],
             text=clean_text(d["text"]),
             confidence=float(d["confidence"]),
-            lines=[
-                Line(text=clean_text(ln["text"]), confidence=float(ln["confidence"]), bbox=tuple(ln["bbox"]))
-                for ln in d.get("lines", [])
-            ],
+            lines=[Line.from_dict(ln) for ln in d.get("lines", [])],
             zoom=d.get("zoom"),
             rotation=int(d.get("rotation", 0)),
         )

@@ -13,7 +13,7 @@ import itertools
 import math
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,17 @@ from contrackt.adapters.ocr.engines import DET_MODEL, REC_MODEL
 __all__ = ["DET_MODEL", "REC_MODEL", "OcrBox", "OcrLine", "RapidOcrEngine", "group_rows"]
 
 BBox = tuple[float, float, float, float]
+Word = tuple[str, float, BBox]  # text, confidence, box (pixels, top-left origin)
 
 
 @dataclass
 class OcrBox:
-    """One detected text box: its quadrilateral (pixels), text and score."""
+    """One detected text box: its quadrilateral (pixels), text, score and words (if the engine gives them)."""
 
     quad: np.ndarray  # shape (4, 2): tl, tr, br, bl
     text: str
     score: float
+    words: list[Word] = field(default_factory=list)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class OcrLine:
     text: str
     confidence: float
     bbox: BBox  # pixels, top-left origin
+    words: list[Word] = field(default_factory=list)  # empty unless every box of the row had words
 
 
 def rapidocr_params(
@@ -107,7 +110,12 @@ class RapidOcrEngine:
         params = rapidocr_params(det, rec, threads, unclip_ratio, box_thresh)
         if not latin and rec_dict is not None:
             params["Rec.rec_keys_path"] = str(rec_dict)
-        self._ocr: Any = RapidOCR(params=params)
+        ocr: Any = RapidOCR(params=params)
+        # word boxes: ours interpolate along the detected quad and give each word
+        # the mean of its characters' probabilities (rapidocr's pairs words with
+        # single characters' probabilities)
+        ocr.calc_word_boxes = _word_boxes
+        self._ocr = ocr
 
     def warm(self) -> None:
         """Load both models and run them once so the first page is not slow."""
@@ -121,18 +129,81 @@ class RapidOcrEngine:
             self._tmp = None
 
     def recognize(self, image: np.ndarray) -> list[OcrBox]:
-        out = self._ocr(image, use_cls=False)
+        out = self._ocr(image, use_cls=False, return_word_box=True)
         boxes = getattr(out, "boxes", None)
         txts = getattr(out, "txts", None)
         scores = getattr(out, "scores", None)
         if boxes is None or txts is None or scores is None:
             return []
+        word_results = getattr(out, "word_results", None) or ()
+        if len(word_results) != len(txts):
+            word_results = ((),) * len(txts)
         result: list[OcrBox] = []
-        for quad, text, score in zip(boxes, txts, scores, strict=False):
+        for quad, text, score, words in zip(boxes, txts, scores, word_results, strict=False):
             text = str(text).strip()
             if text:
-                result.append(OcrBox(np.asarray(quad, dtype=np.float64), text, float(score)))
+                box = OcrBox(np.asarray(quad, dtype=np.float64), text, float(score), _words(words))
+                if " ".join(w[0] for w in box.words) != " ".join(text.split()):
+                    box.words = []  # word split disagrees with the line: give none rather than wrong ones
+                result.append(box)
         return result
+
+
+def _word_boxes(crops: Any, quads: Any, rec_res: Any) -> tuple[tuple[tuple[str, float, np.ndarray], ...], ...]:
+    """Word boxes from the recogniser's CTC time steps, one tuple per line (stands in for
+    ``RapidOCR.calc_word_boxes``).
+
+    Each character is decoded at one time step (column) of the line crop; a
+    word spans its first to last character's column, widened by half a column
+    on each side, and that fraction of the crop is laid along the detected
+    quadrilateral's top and bottom edges.  Confidence: the mean of the word's
+    character probabilities.
+    """
+    out: list[tuple[tuple[str, float, np.ndarray], ...]] = []
+    for text, info, quad in zip(rec_res.txts, rec_res.word_results, quads, strict=False):
+        q = np.asarray(quad, dtype=np.float64).reshape(4, 2)
+        cols = [c for group in (info.word_cols or []) for c in group]
+        confs = list(info.confs or [])
+        length = float(info.line_txt_len or 0.0)
+        words: list[tuple[str, float, np.ndarray]] = []
+        k = 0  # index into cols: one column per non-space character
+        i = 0  # index into text and confs
+        for token in str(text).split(" "):
+            if not token:
+                i += 1
+                continue
+            chars = [ch for ch in token if not ch.isspace()]
+            span = cols[k : k + len(chars)]
+            k += len(chars)
+            if length <= 0 or len(span) != len(chars):
+                words = []
+                break
+            f0 = max(0.0, (span[0] - 0.5) / length)
+            f1 = min(1.0, (span[-1] + 1.5) / length)
+            top0, top1 = q[0] + f0 * (q[1] - q[0]), q[0] + f1 * (q[1] - q[0])
+            bot0, bot1 = q[3] + f0 * (q[2] - q[3]), q[3] + f1 * (q[2] - q[3])
+            score = float(np.mean(confs[i : i + len(token)])) if confs[i : i + len(token)] else 0.0
+            words.append((token, score, np.array([top0, top1, bot1, bot0])))
+            i += len(token) + 1
+        out.append(tuple(words))
+    return tuple(out)
+
+
+def _words(raw: Any) -> list[Word]:
+    """rapidocr's ``(text, score, 4 points)`` word results as axis-aligned boxes."""
+    words: list[Word] = []
+    for item in raw or ():
+        try:
+            text, score, points = item
+        except (TypeError, ValueError):
+            return []
+        text = str(text).strip()
+        if not text or points is None:
+            continue
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        bbox = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+        words.append((" ".join(text.split()), float(score), bbox))
+    return words
 
 
 # --------------------------------------------------------------------------- rows
@@ -352,11 +423,22 @@ def _looks_like_columns(rows: list[list[_Item]], gutter: float, h: float) -> boo
 
 
 def _line(row: list[_Item], correct: bool = True) -> OcrLine:
-    text = " ".join(fix_text(r.box.text) if correct else r.box.text for r in row)
+    raw = " ".join(r.box.text for r in row)
+    text = fix_text(raw) if correct else raw
     weight = sum(len(r.box.text) for r in row) or 1
     conf = sum(r.box.score * len(r.box.text) for r in row) / weight
     x0 = min(r.bounds[0] for r in row)
     y0 = min(r.bounds[1] for r in row)
     x1 = max(r.bounds[2] for r in row)
     y1 = max(r.bounds[3] for r in row)
-    return OcrLine(text, conf, (x0, y0, x1, y1))
+    words: list[Word] = []
+    if all(r.box.words for r in row):
+        words = [w for r in row for w in r.box.words]
+        # fix_text never adds or removes whitespace, so the corrected line splits
+        # into the same words: each word carries its corrected spelling
+        tokens = text.split()
+        if len(tokens) == len(words):
+            words = [(tok, conf_w, box) for tok, (_, conf_w, box) in zip(tokens, words, strict=True)]
+        else:
+            words = []
+    return OcrLine(text, conf, (x0, y0, x1, y1), words)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from contrackt.adapters.ocr.rapidocr_engine import OcrBox
+from contrackt.adapters.ocr.rapidocr_engine import OcrBox, Word
 
 
 class TesseractEngine:
@@ -43,25 +43,39 @@ class TesseractEngine:
         api = self._api
         api.SetImageBytes(grey.tobytes(), w, h, 1, w)
         api.Recognize()
-        level = self._t.RIL.TEXTLINE
+        line_level, word_level = self._t.RIL.TEXTLINE, self._t.RIL.WORD
         it = api.GetIterator()
         boxes: list[OcrBox] = []
         if it is None:
             return boxes
+        line: tuple[tuple[float, ...], float, list[Word]] | None = None
         while True:
+            if line is None or it.IsAtBeginningOf(line_level):
+                _flush(line, boxes)
+                bbox = it.BoundingBox(line_level)
+                line = (tuple(float(v) for v in bbox) if bbox else (0.0, 0.0, 0.0, 0.0), it.Confidence(line_level), [])
             try:
-                text = (it.GetUTF8Text(level) or "").strip()
-            except RuntimeError:  # an empty line (tesserocr raises "No text returned")
+                text = " ".join((it.GetUTF8Text(word_level) or "").split())
+            except RuntimeError:  # an empty word (tesserocr raises "No text returned")
                 text = ""
-            bbox = it.BoundingBox(level) if text else None
+            bbox = it.BoundingBox(word_level) if text else None
             if text and bbox is not None:
                 x0, y0, x1, y1 = (float(v) for v in bbox)
-                quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
-                boxes.append(OcrBox(quad, " ".join(text.split()), float(it.Confidence(level)) / 100.0))
-            if not it.Next(level):
+                line[2].append((text, float(it.Confidence(word_level)) / 100.0, (x0, y0, x1, y1)))
+            if not it.Next(word_level):
                 break
+        _flush(line, boxes)
         api.Clear()
         return boxes
+
+
+def _flush(line: tuple[tuple[float, ...], float, list[Word]] | None, boxes: list[OcrBox]) -> None:
+    """Append one Tesseract text line (its words joined by single spaces) if it has any."""
+    if line is None or not line[2]:
+        return
+    (x0, y0, x1, y1), conf, words = line
+    quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+    boxes.append(OcrBox(quad, " ".join(w[0] for w in words), float(conf) / 100.0, words))
 
 
 def _to_grey(image: np.ndarray) -> np.ndarray:

@@ -344,17 +344,17 @@ class PageWorker:
         lines = group_rows(boxes, correct=self.config.postcorrect)
         h_px, w_px = image.shape[:2]
         out_lines = []
-        for ln in lines:
-            x0, y0, x1, y1 = ln.bbox
+
+        def points(box: tuple[float, float, float, float]) -> list[float]:
             if rotation:
-                x0, y0, x1, y1 = _unrotate_box((x0, y0, x1, y1), rotation, w_px, h_px)
-            out_lines.append(
-                {
-                    "text": ln.text,
-                    "confidence": float(ln.confidence),
-                    "bbox": [x0 / zoom, y0 / zoom, x1 / zoom, y1 / zoom],
-                }
-            )
+                box = _unrotate_box(box, rotation, w_px, h_px)
+            return [v / zoom for v in box]
+
+        for ln in lines:
+            entry: dict[str, Any] = {"text": ln.text, "confidence": float(ln.confidence), "bbox": points(ln.bbox)}
+            if ln.words:
+                entry["words"] = [{"text": t, "confidence": c, "bbox": points(b)} for t, c, b in ln.words]
+            out_lines.append(entry)
         weight = sum(len(ln.text) for ln in lines)
         conf = sum(ln.confidence * len(ln.text) for ln in lines) / weight if weight else 0.0
         out.update(
