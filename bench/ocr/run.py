@@ -178,9 +178,14 @@ def peak_rss_mb(pids: list[int]) -> float | None:
 
 
 async def run_engine(
-    engine: str, sets: list[DocSet], pdfs: dict[str, bytes], workers: int, postcorrect: bool = True
+    engine: str,
+    sets: list[DocSet],
+    pdfs: dict[str, bytes],
+    workers: int,
+    postcorrect: bool = True,
+    latin: bool = True,
 ) -> list[Row]:
-    pool = ProcessPoolExtractor(workers=workers, engine=engine, engines=[], postcorrect=postcorrect)
+    pool = ProcessPoolExtractor(workers=workers, engine=engine, engines=[], postcorrect=postcorrect, latin=latin)
     await pool.start()
     rows = []
     try:
@@ -328,7 +333,7 @@ def fmt(v: float | None, pct: bool = True) -> str:
 
 def print_rows(rows: list[Row]) -> None:
     head = (
-        f"{'engine':<18}{'set':<18}{'pages':>5}{'CER':>9}{'words':>8}{'accents':>9}"
+        f"{'engine':<19} {'set':<18}{'pages':>5}{'CER':>9}{'words':>8}{'accents':>9}"
         f"{'cpf':>7}{'cnpj':>7}{'date':>7}{'R$':>7}{'s/page':>8}{'pages/s':>9}{'RSS MB':>8}"
         f"  {'vs OCRmyPDF (pages/s, CER)':<28}{'vs tesseract CLI':<20}"
     )
@@ -347,7 +352,7 @@ def print_rows(rows: list[Row]) -> None:
             cer_ratio = f"{r.cer / p.cer:.2f}" if r.cer is not None and p.cer else "-"
             ratios.append(f"{speed:.2f}x, {cer_ratio}")
         print(
-            f"{r.engine:<18}{r.set:<18}{r.pages:>5}{fmt(r.cer):>9}{fmt(r.word_recall):>8}{fmt(r.accent_recall):>9}"
+            f"{r.engine:<19} {r.set:<18}{r.pages:>5}{fmt(r.cer):>9}{fmt(r.word_recall):>8}{fmt(r.accent_recall):>9}"
             f"{fmt(e.get('cpf')):>7}{fmt(e.get('cnpj')):>7}{fmt(e.get('date')):>7}{fmt(e.get('brl')):>7}"
             f"{r.s_per_page:>8.3f}{r.pages_per_s:>9.2f}{fmt(r.peak_rss_mb, False):>8}"
             f"  {ratios[0]:<28}{ratios[1]:<20}"
@@ -365,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--postcorrect-ablation", action="store_true", help="also run engines without post-correction")
+    ap.add_argument(
+        "--latin-ablation",
+        action="store_true",
+        help="also run the PP-OCR engines with their full multilingual recogniser output",
+    )
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
     if not args.corpus.is_dir():
@@ -391,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.postcorrect_ablation and s.mode == "ocr":
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, postcorrect=False)):
                         r.engine = f"{engine}/raw"
+                        rows.append(r)
+                if args.latin_ablation and s.mode == "ocr" and engine.startswith("rapidocr"):
+                    for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, latin=False)):
+                        r.engine = f"{engine}/full"
                         rows.append(r)
             if args.no_peers or s.mode != "ocr":
                 continue

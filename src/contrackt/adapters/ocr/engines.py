@@ -198,8 +198,11 @@ def available_engines(model_dirs: dict[str, str] | None = None) -> list[str]:
 # ----------------------------------------------------------------------------- loading (child only)
 
 
-def load_engine(name: str, model_dir: str | None = None) -> Engine:
-    """Build ``name`` and run it once on a small synthetic image (self-test)."""
+def load_engine(name: str, model_dir: str | None = None, latin: bool = True) -> Engine:
+    """Build ``name`` and run it once on a small synthetic image (self-test).
+
+    ``latin=False`` keeps PP-OCR's full multilingual output layer (benchmark ablation only).
+    """
     check_engine(name, model_dir)
     engine: Engine
     if name in ("rapidocr", "rapidocr-fast"):
@@ -215,6 +218,7 @@ def load_engine(name: str, model_dir: str | None = None) -> Engine:
             name=name,
             unclip_ratio=spec.unclip_ratio,
             box_thresh=spec.box_thresh,
+            latin=latin,
         )
     elif name == "tesseract":
         from contrackt.adapters.ocr.tesseract_engine import TesseractEngine

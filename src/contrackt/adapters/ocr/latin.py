@@ -6,8 +6,8 @@ Greek, symbols, emoji) at every time step, then a softmax.  Portuguese
 business documents need about 330 of them.  Slicing that last layer down to
 the classes we keep (CTC blank, printable ASCII, Latin-1, Latin Extended-A, a
 few typographic marks, the trailing space) is exact for every kept class --
-the logits are the same numbers -- and it takes a third off the
-recognition time of *small* (measured in ``docs/benchmarks.md``).  The only
+the logits are the same numbers -- and it takes 14-16% off the CPU
+time of recognising a line (small and tiny; ``docs/benchmarks.md``).  The only
 behaviour change: where the full model's best class was a non-Latin glyph,
 the restricted model answers with the best Latin one, which is what a
 Portuguese reader wants.

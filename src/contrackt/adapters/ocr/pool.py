@@ -185,6 +185,7 @@ class ProcessPoolExtractor:
         fault_engines: bool | None = None,
         model_dirs: dict[str, str] | None = None,
         postcorrect: bool = True,
+        latin: bool = True,
     ) -> None:
         """``engine`` is the deployment's default (loaded and self-tested in every
         child at start-up); ``engines`` the others a request may ask for (default:
@@ -225,6 +226,7 @@ class ProcessPoolExtractor:
             orientation=orientation,
             model_dirs=tuple(sorted(self.model_dirs.items())),
             postcorrect=postcorrect,
+            latin=latin,
         )
         self._inspect_cfg = ChildConfig(kind="inspect", engine=engine, memory_limit_mb=memory_limit_mb)
         self._work = _Slots()

@@ -66,6 +66,7 @@ class ChildConfig:
     orientation: bool = True
     model_dirs: tuple[tuple[str, str], ...] = ()  # (engine, folder) overrides
     postcorrect: bool = True  # rapidocr_engine.fix_text (measured: bench --postcorrect-ablation)
+    latin: bool = True  # Latin-restricted PP-OCR recognisers (measured: bench --latin-ablation)
 
 
 class ChildError(Exception):
@@ -213,7 +214,7 @@ class PageWorker:
                 self.loaded[name] = loaded  # same models, another render policy
                 return loaded
         try:
-            engine = load_engine(name, dict(self.config.model_dirs).get(name))
+            engine = load_engine(name, dict(self.config.model_dirs).get(name), latin=self.config.latin)
         except ModelMissing as exc:
             raise ChildError("unknown_engine", str(exc)) from None
         self.loaded[name] = engine
