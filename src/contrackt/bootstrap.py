@@ -136,6 +136,7 @@ def make_extractor(settings: Settings) -> Extractor:
         page_timeout_s=settings.page_timeout_seconds,
         job_timeout_s=settings.job_timeout_seconds,
         max_pages=settings.max_pages,
+        network_isolation=settings.ocr_network_isolation,
     )
 
 

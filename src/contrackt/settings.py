@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,8 @@ class Settings(BaseSettings):
     ocr_engine: str = "rapidocr"  # default engine: rapidocr | rapidocr-fast | tesseract
     ocr_engines: str = ""  # engines a request may pick (comma-separated); empty = every installed one
     ocr_memory_limit_mb: int = 2048
+    # OCR children's network: auto (leave it when the kernel allows) | required | off
+    ocr_network_isolation: Literal["auto", "required", "off"] = "auto"
     page_timeout_seconds: float = 120.0
     job_timeout_seconds: float = 900.0
     lease_seconds: float = 0.0  # 0 = job_timeout_seconds + 60

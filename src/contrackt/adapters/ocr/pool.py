@@ -34,6 +34,7 @@ from contrackt.adapters.ocr.engines import DEFAULT_ENGINE, ENGINES, ModelMissing
 from contrackt.adapters.ocr.worker_child import (
     FAULT_ENGINES,
     FAULT_ENV,
+    NETWORK_MODES,
     THREAD_ENV,
     ChildConfig,
     child_main,
@@ -186,6 +187,7 @@ class ProcessPoolExtractor:
         model_dirs: dict[str, str] | None = None,
         postcorrect: bool = True,
         latin: bool = True,
+        network_isolation: str = "auto",
     ) -> None:
         """``engine`` is the deployment's default (loaded and self-tested in every
         child at start-up); ``engines`` the others a request may ask for (default:
@@ -193,6 +195,10 @@ class ProcessPoolExtractor:
         overrides every engine's render policy (tests, benchmarks)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if network_isolation not in NETWORK_MODES:
+            raise ValueError(f"network_isolation must be one of {', '.join(NETWORK_MODES)}")
+        # what the children reported at start-up: netns | userns+netns | off | unavailable: ...
+        self.network: str | None = None
         if fault_engines is None:
             fault_engines = os.environ.get(FAULT_ENV, "") in ("1", "true", "yes")
         self.workers = workers
@@ -227,8 +233,11 @@ class ProcessPoolExtractor:
             model_dirs=tuple(sorted(self.model_dirs.items())),
             postcorrect=postcorrect,
             latin=latin,
+            network_isolation=network_isolation,
         )
-        self._inspect_cfg = ChildConfig(kind="inspect", engine=engine, memory_limit_mb=memory_limit_mb)
+        self._inspect_cfg = ChildConfig(
+            kind="inspect", engine=engine, memory_limit_mb=memory_limit_mb, network_isolation=network_isolation
+        )
         self._work = _Slots()
         self._insp = _Slots()
         self._children: set[_Child] = set()
@@ -334,6 +343,13 @@ class ProcessPoolExtractor:
         if not isinstance(msg, tuple) or msg[0] != "ready":
             detail = msg[2] if isinstance(msg, tuple) and len(msg) > 2 else msg
             raise ContracktError(f"An extraction worker failed to start: {detail}")
+        network = str(msg[3]) if len(msg) > 3 else "unknown"
+        if network != self.network:
+            if network.startswith("unavailable"):
+                log.warning("ocr children keep the host network (%s)", network)
+            else:
+                log.info("ocr children run without network (%s)", network)
+            self.network = network
 
     def _kill(self, child: _Child) -> None:
         child.dead = True

@@ -1,7 +1,9 @@
 """Code that runs inside the sandboxed child processes of the OCR pool.
 
-A child caps its own address space (RLIMIT_AS), pins every math library to one
-thread, loads its OCR engine once and then serves requests from its end of a
+A child first leaves the host's network (a fresh network namespace holding
+only a downed loopback, when the kernel lets it: ``isolate_network``), caps its
+own address space (RLIMIT_AS), pins every math library to one thread, loads
+its OCR engine once and then serves requests from its end of a
 ``multiprocessing`` pipe until it receives ``stop`` or the pipe closes.
 
 Protocol (tuples, pickled by ``Connection.send``):
@@ -12,7 +14,9 @@ parent -> child
                       "drop_after", "forget"})
     ("stop",)
 child -> parent
-    ("ready", pid, engines)                   once, after warming up
+    ("ready", pid, engines, network)          once, after warming up; network:
+                                               "netns" | "userns+netns" | "off" |
+                                               "unavailable: <reason>"
     (req_id, "ok", payload)
     (req_id, "err", code, message)             code: encrypted_pdf | corrupt_pdf |
                                                resource_limit | doc_missing |
@@ -29,6 +33,7 @@ import math
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -45,6 +50,9 @@ THREAD_ENV = {
 }
 
 FAULT_ENGINES = ("crash", "hang", "oom")
+NETWORK_MODES = ("auto", "required", "off")
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
 FAULT_ENV = "CONTRACKT_OCR_FAULT_ENGINES"
 
 DOC_CACHE_SIZE = 2
@@ -67,6 +75,8 @@ class ChildConfig:
     model_dirs: tuple[tuple[str, str], ...] = ()  # (engine, folder) overrides
     postcorrect: bool = True  # rapidocr_engine.fix_text (measured: bench --postcorrect-ablation)
     latin: bool = True  # Latin-restricted PP-OCR recognisers (measured: bench --latin-ablation)
+    # auto: leave the network when the kernel allows it; required: refuse to start otherwise
+    network_isolation: str = "auto"
 
 
 class ChildError(Exception):
@@ -77,6 +87,57 @@ class ChildError(Exception):
 
 
 # ----------------------------------------------------------------------------- sandbox
+
+
+def isolate_network(unshare: Any = None) -> str:
+    """Move this process into a new, empty network namespace.
+
+    Inside it the only interface is a loopback that is down, so a parser
+    exploit in a hostile PDF cannot reach the host's services, the cloud
+    metadata endpoint or the internet; the pipe to the parent (already open)
+    is unaffected.  Tried as is (needs CAP_SYS_ADMIN, e.g. root), then inside a
+    new user namespace (unprivileged, where the kernel allows user namespaces;
+    the process must still be single-threaded, so this runs first thing).
+    Returns how it was done, or ``"unavailable: <reason>"``.
+    """
+    if unshare is None:
+        if not sys.platform.startswith("linux"):
+            return "unavailable: not Linux"
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:  # pragma: no cover - no C library to call
+            return "unavailable: no C library"
+
+        def libc_unshare(flags: int) -> int:
+            return 0 if libc.unshare(flags) == 0 else ctypes.get_errno() or -1
+
+        unshare = libc_unshare
+    if unshare(CLONE_NEWNET) == 0:
+        return "netns"
+    uid, gid = os.getuid(), os.getgid()
+    err = unshare(CLONE_NEWUSER | CLONE_NEWNET)
+    if err == 0:
+        # keep our own uid/gid inside, so files we own stay ours
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            try:
+                with open(f"/proc/self/{name}", "w") as fh:
+                    fh.write(text)
+            except OSError:
+                pass
+        return "userns+netns"
+    return f"unavailable: {os.strerror(err) if err > 0 else 'unshare failed'}"
+
+
+def network_policy(mode: str, isolate: Any = isolate_network) -> str:
+    """Apply ``mode`` (auto | required | off); raise if ``required`` cannot be met."""
+    if mode == "off":
+        return "off"
+    status = str(isolate())
+    if mode == "required" and status.startswith("unavailable"):
+        raise RuntimeError(f"OCR network isolation is required but {status}")
+    return status
 
 
 def apply_limits(memory_limit_mb: int) -> None:
@@ -410,6 +471,11 @@ def _fault(engine: str) -> None:
 
 def child_main(conn: Any, config: ChildConfig) -> None:
     """Entry point of a child process (``multiprocessing`` target)."""
+    try:
+        network = network_policy(config.network_isolation)
+    except RuntimeError as exc:
+        conn.send(("failed", os.getpid(), str(exc)))
+        os._exit(3)
     apply_limits(config.memory_limit_mb)
     worker = PageWorker(config)
     try:
@@ -419,7 +485,7 @@ def child_main(conn: Any, config: ChildConfig) -> None:
             conn.send(("failed", os.getpid(), f"{type(exc).__name__}: {exc}"))
         finally:
             os._exit(3)
-    conn.send(("ready", os.getpid(), worker.engines()))
+    conn.send(("ready", os.getpid(), worker.engines(), network))
     while True:
         try:
             msg = conn.recv()
