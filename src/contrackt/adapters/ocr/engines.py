@@ -65,7 +65,6 @@ class EngineSpec:
     retry_zoom: float | None  # re-render at this zoom when confidence is low ...
     retry_below: float  # ... i.e. below this page confidence
     description: str
-    models: str  # engines with the same ``models`` share one loaded instance in a child
     # text detection post-processing (rapidocr ``Det.*``); None keeps rapidocr's default
     unclip_ratio: float | None = None
     box_thresh: float | None = None
@@ -86,7 +85,6 @@ ENGINES: dict[str, EngineSpec] = {
                 "PP-OCRv6 small (det + rec, recogniser restricted to Latin script) through "
                 "rapidocr/ONNX Runtime, angle classifier off"
             ),
-            models="pp-ocrv6-small",
         ),
         EngineSpec(
             name="rapidocr-fast",
@@ -97,7 +95,6 @@ ENGINES: dict[str, EngineSpec] = {
             retry_zoom=None,
             retry_below=0.0,
             description="PP-OCRv6 tiny (det + rec, Latin script) through rapidocr/ONNX Runtime",
-            models="pp-ocrv6-tiny",
             # PP-OCRv6's own detection settings; rapidocr's defaults (1.6 / 0.5) cost
             # tiny 0.1-0.2 CER points on scan_hard at every zoom (same sweep)
             unclip_ratio=1.4,
@@ -110,7 +107,6 @@ ENGINES: dict[str, EngineSpec] = {
             retry_zoom=None,
             retry_below=0.0,
             description="Tesseract 5 LSTM, Portuguese (tesserocr + Debian tesseract-ocr-por)",
-            models="tesseract-por",
         ),
     )
 }

@@ -19,9 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from contrackt.adapters.ocr.engines import DET_MODEL, REC_MODEL
-
-__all__ = ["DET_MODEL", "REC_MODEL", "OcrBox", "OcrLine", "RapidOcrEngine", "group_rows"]
+__all__ = ["OcrBox", "OcrLine", "RapidOcrEngine", "group_rows"]
 
 BBox = tuple[float, float, float, float]
 Word = tuple[str, float, BBox]  # text, confidence, box (pixels, top-left origin)
@@ -53,9 +51,6 @@ def rapidocr_params(
     box_thresh: float | None = None,
 ) -> dict[str, Any]:
     """The exact RapidOCR configuration we run (config keys of rapidocr 3.10)."""
-    for path in (det, rec):
-        if not path.is_file():
-            raise RuntimeError(f"rapidocr model missing: {path}")
     params: dict[str, Any] = {
         "Global.use_cls": False,
         "Global.log_level": "error",
@@ -96,13 +91,13 @@ class RapidOcrEngine:
         from rapidocr import RapidOCR
 
         self.name = name
+        for path in (det, rec, rec_dict):
+            if path is not None and not path.is_file():
+                raise RuntimeError(f"rapidocr model missing: {path}")
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if latin:
             from contrackt.adapters.ocr.latin import restrict_to_latin
 
-            for path in (det, rec, rec_dict):
-                if path is not None and not path.is_file():
-                    raise RuntimeError(f"rapidocr model missing: {path}")
             data, _ = restrict_to_latin(rec, rec_dict)
             self._tmp = tempfile.TemporaryDirectory(prefix="contrackt-model-")
             rec = Path(self._tmp.name) / "rec-latin.onnx"

@@ -268,12 +268,8 @@ class PageWorker:
             return engine
         if name != self.config.engine and name not in self.config.extra_engines:
             raise ChildError("unknown_engine", f"engine {name!r} is not available")
-        from contrackt.adapters.ocr.engines import ENGINES, ModelMissing, load_engine
+        from contrackt.adapters.ocr.engines import ModelMissing, load_engine
 
-        for other, loaded in self.loaded.items():
-            if ENGINES[other].models == ENGINES[name].models:
-                self.loaded[name] = loaded  # same models, another render policy
-                return loaded
         try:
             engine = load_engine(name, dict(self.config.model_dirs).get(name), latin=self.config.latin)
         except ModelMissing as exc:
