@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.ocr.models                # both parts (~2-3 min on an idle core)
     .venv/bin/python -m bench.ocr.models --part latin   # full vs Latin-restricted recogniser
     .venv/bin/python -m bench.ocr.models --part sweep   # PP-OCRv6 tiny: zoom x detection settings
+    .venv/bin/python -m bench.ocr.models --part words   # word boxes: cost, and ours vs rapidocr's
 
 ``latin``: the line crops rapidocr feeds its recogniser on scan_hard pages
 (1.5x) are recorded once, then every crop is run through the full and the
@@ -12,6 +13,11 @@ prints CPU ms per line and whether the decoded text is identical.
 ``sweep``: PP-OCRv6 tiny (the ``rapidocr-fast`` models) over scan_hard at
 several zooms and detection settings (``unclip_ratio`` / ``box_thresh``),
 CER and CPU seconds per page, one engine instance per setting.
+
+``words``: the same engine instance reads scan_hard pages without word
+boxes, with ours (``rapidocr_engine._word_boxes``) and with rapidocr's own,
+alternating, best of 2; prints CPU s/page of each and the IoU of our word
+boxes against rapidocr's wherever both split a line into the same words.
 
 CPU time (``time.process_time``) rather than wall time, so a busy shared
 machine changes the numbers less; thread counts are pinned to one.
@@ -35,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 
 from contrackt.adapters.ocr.engines import ENGINES, rapidocr_models  # noqa: E402
-from contrackt.adapters.ocr.rapidocr_engine import RapidOcrEngine, group_rows  # noqa: E402
+from contrackt.adapters.ocr.rapidocr_engine import RapidOcrEngine, _word_boxes, _words, group_rows  # noqa: E402
 from helpers_cer import corpus_cer  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
@@ -124,10 +130,51 @@ def sweep(corpus: Path, pages: int) -> None:
     print("(* rapidocr's defaults)")
 
 
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def words(corpus: Path, pages: int) -> None:
+    print("# word boxes: CPU s/page without / with ours / with rapidocr's (best of 2); IoU ours vs rapidocr's")
+    for name in ("rapidocr", "rapidocr-fast"):
+        det, rec, keys = rapidocr_models(name)
+        spec = ENGINES[name]
+        engine = RapidOcrEngine(
+            det=det, rec=rec, rec_dict=keys, unclip_ratio=spec.unclip_ratio, box_thresh=spec.box_thresh
+        )
+        engine.warm()
+        ocr = engine._ocr
+        images = _pages(corpus, "scan_hard.pdf", spec.zoom, pages)
+        best = {"none": float("inf"), "ours": float("inf"), "rapidocr": float("inf")}
+        outputs: dict[str, list[object]] = {}
+        for _ in range(2):
+            for label in best:
+                if label == "rapidocr":
+                    del ocr.calc_word_boxes  # back to RapidOCR's own method
+                start = time.process_time()
+                outputs[label] = [ocr(img, use_cls=False, return_word_box=label != "none") for img in images]
+                best[label] = min(best[label], (time.process_time() - start) / len(images))
+                ocr.calc_word_boxes = _word_boxes
+        ious = []
+        for ours_page, theirs_page in zip(outputs["ours"], outputs["rapidocr"], strict=True):
+            for a, b in zip(ours_page.word_results, theirs_page.word_results, strict=False):  # type: ignore[attr-defined]
+                wa, wb = _words(a), _words(b)
+                if wa and [w[0] for w in wa] == [w[0] for w in wb]:
+                    ious += [_iou(x[2], y[2]) for x, y in zip(wa, wb, strict=True)]
+        print(
+            f"{name:<15} none {best['none']:.3f}  ours {best['ours']:.3f}  rapidocr's {best['rapidocr']:.3f} s/page;"
+            f"  {len(ious)} words, IoU median {np.median(ious):.2f}, 10th percentile {np.percentile(ious, 10):.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--part", choices=("latin", "sweep", "all"), default="all")
+    parser.add_argument("--part", choices=("latin", "sweep", "words", "all"), default="all")
     parser.add_argument("--pages", type=int, default=10, help="scan_hard pages to use")
     args = parser.parse_args()
     if not (args.corpus / "synthetic" / "scan_hard.pdf").is_file():
@@ -136,6 +183,8 @@ def main() -> None:
         latin(args.corpus, min(args.pages, 3))
     if args.part in ("sweep", "all"):
         sweep(args.corpus, args.pages)
+    if args.part in ("words", "all"):
+        words(args.corpus, min(args.pages, 4))
 
 
 if __name__ == "__main__":
