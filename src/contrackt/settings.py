@@ -47,15 +47,43 @@ class Settings(BaseSettings):
     ocr_memory_limit_mb: int = 2048
     # OCR children's network: auto (leave it when the kernel allows) | required | off
     ocr_network_isolation: Literal["auto", "required", "off"] = "auto"
+    # OCR children's identity: auto (each child its own unprivileged uid when this process can
+    # switch, i.e. runs as root) | off | a number (the first uid of the range to use)
+    ocr_sandbox_uid: str = "auto"
+    # seccomp filter in the children: auto (when libseccomp is present) | required | off
+    ocr_seccomp: Literal["auto", "required", "off"] = "auto"
     page_timeout_seconds: float = 120.0
     job_timeout_seconds: float = 900.0
-    lease_seconds: float = 0.0  # 0 = job_timeout_seconds + 60
+    # Output caps (a job over any of them fails with `output_limit`, permanently)
+    max_text_chars: int = 5_000_000  # characters in a whole document
+    max_page_chars: int = 100_000  # characters on one page
+    max_lines_per_page: int = 2_000
+    max_lines: int = 200_000  # lines in a whole document
+    # A job's claim lasts this long and is renewed by heartbeats (every third of it):
+    # a job whose worker died is taken up again within about lease + sweep interval.
+    lease_seconds: float = 30.0
     stale_pending_seconds: float = 60.0
     sweep_interval_seconds: float = 15.0
     shutdown_grace_seconds: float = 30.0
     rate_limit_extract: str = "30/minute"
     rate_limit_status: str = "300/minute"
     max_queue_depth: int = 1000
+    # Fair share: per tenant, overridable per tenant (tenants.max_inflight / max_backlog)
+    tenant_max_inflight: int = 4  # jobs of one tenant being processed at once
+    tenant_max_backlog: int = 200  # unfinished jobs of one tenant before 429 backlog_full
+    # The edge
+    body_timeout_seconds: float = 60.0  # whole request body, else 408 body_timeout
+    max_multipart_parts: int = 16
+    max_concurrent_uploads: int = 16  # bodies being read at once, per API process (503 beyond)
+    max_uploads_per_key: int = 4  # bodies being read at once, per API key (429 beyond)
+    max_streams_per_key: int = 8  # open event streams per API key (429 beyond)
+    auth_failure_limit: str = "20/minute"  # failed authentications per client address (429 beyond)
+    # /metrics: public (on the API listener) | off | host:port (a separate listener)
+    metrics_listen: str = "public"
+    public_docs: bool = True  # /docs, /redoc and /openapi.json on the API listener
+    # A mounted PEM (Ed25519, PKCS#8) shared by every replica; unset: the key kept in the
+    # database, wrapped by the key provider
+    receipt_key_file: Path | None = None
     log_format: str = "auto"  # auto | console | json
     log_level: str = "INFO"
 
@@ -63,6 +91,7 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         parse_rate(self.rate_limit_extract)
         parse_rate(self.rate_limit_status)
+        parse_rate(self.auth_failure_limit)
         if self.max_upload_mb <= 0 or self.max_pages <= 0:
             raise ValueError("limits must be positive")
         if self.env == "production":
@@ -95,7 +124,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_lease_seconds(self) -> float:
-        return self.lease_seconds or (self.job_timeout_seconds + 60.0)
+        return self.lease_seconds if self.lease_seconds > 0 else 30.0
 
     @property
     def max_upload_bytes(self) -> int:

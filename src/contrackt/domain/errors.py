@@ -56,6 +56,32 @@ class ExtractionTimeout(ContracktError):
     status, code, title = 422, "timeout", "The document took too long to process"
 
 
+class OutputLimit(ContracktError):
+    status, code, title = 422, "output_limit", "The document's extracted text exceeds the output limits"
+
+
+class SandboxViolation(ContracktError):
+    """The sandboxed child answered outside the protocol (malformed, oversized, unexpected)."""
+
+    status, code, title = 422, "sandbox_violation", "The document made the extraction sandbox misbehave"
+
+
+class BodyTimeout(ContracktError):
+    status, code, title = 408, "body_timeout", "The request body was not received in time"
+
+
+class BacklogFull(ContracktError):
+    status, code, title = 429, "backlog_full", "Too many unfinished jobs for this tenant"
+
+
+class TooManyStreams(ContracktError):
+    status, code, title = 429, "too_many_streams", "Too many open event streams for this API key"
+
+
+class TooManyUploads(ContracktError):
+    status, code, title = 429, "too_many_uploads", "Too many uploads in progress for this API key"
+
+
 class Unauthorized(ContracktError):
     status, code, title = 401, "unauthorized", "A valid API key is required"
 
@@ -106,5 +132,14 @@ class DecryptionFailed(ContracktError):
 
 # Failure codes a job may end with (``jobs.error_code``), and which are worth retrying.
 PERMANENT_JOB_ERRORS = frozenset(
-    {"encrypted_pdf", "corrupt_pdf", "too_many_pages", "unknown_engine", "key_unavailable"}
+    {
+        "encrypted_pdf",
+        "corrupt_pdf",
+        "too_many_pages",
+        "unknown_engine",
+        "key_unavailable",
+        # the same document would produce the same output again, or trip the sandbox again
+        "output_limit",
+        "sandbox_violation",
+    }
 )

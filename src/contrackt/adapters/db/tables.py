@@ -50,6 +50,9 @@ tenants = sa.Table(
     # deleting the newest audit rows then no longer goes unnoticed by `audit verify`.
     sa.Column("audit_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("audit_head", sa.String(64), nullable=True),
+    # Fair-share overrides (NULL: the deployment's CONTRACKT_TENANT_MAX_INFLIGHT / _MAX_BACKLOG).
+    sa.Column("max_inflight", sa.Integer, nullable=True),
+    sa.Column("max_backlog", sa.Integer, nullable=True),
 )
 
 tenant_keys = sa.Table(
@@ -82,6 +85,9 @@ jobs = sa.Table(
     sa.Column("api_key_id", UUID, nullable=True),
     sa.Column("idempotency_key_hash", sa.String(64), nullable=True),
     sa.Column("fingerprint", sa.String(64), nullable=True),  # HMAC, never the plain SHA-256
+    # The document's SHA-256, sealed under the tenant's key (purpose "digest"): the receipt and an
+    # idempotent replay can tell it to the tenant; nobody without the tenant's key can read it.
+    sa.Column("document_digest", sa.LargeBinary, nullable=True),
     sa.Column("key_version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("blob_key", sa.String(300), nullable=True),
     sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"),
@@ -143,6 +149,18 @@ results = sa.Table(
     sa.Column("ciphertext", sa.LargeBinary, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Index("ix_results_expiry", "expires_at"),
+)
+
+# Service-wide keys that every replica shares (the receipt-signing key), each private key
+# wrapped by the key provider (KMS, Vault or the local master key). Not a tenant table.
+service_keys = sa.Table(
+    "service_keys",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("algorithm", sa.String(32), nullable=False),
+    sa.Column("wrapped_private", sa.LargeBinary, nullable=False),
+    sa.Column("public_key", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
 # Tables whose rows belong to one tenant (row-level security on PostgreSQL).
