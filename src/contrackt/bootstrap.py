@@ -127,6 +127,7 @@ def make_rate_limiter(settings: Settings) -> RateLimiter:
 
 def make_extractor(settings: Settings) -> Extractor:
     from contrackt.adapters.ocr.pool import ProcessPoolExtractor
+    from contrackt.adapters.ocr.protocol import OutputCaps
 
     return ProcessPoolExtractor(
         workers=settings.effective_workers,
@@ -137,6 +138,15 @@ def make_extractor(settings: Settings) -> Extractor:
         job_timeout_s=settings.job_timeout_seconds,
         max_pages=settings.max_pages,
         network_isolation=settings.ocr_network_isolation,
+        sandbox_uid=settings.ocr_sandbox_uid,
+        seccomp=settings.ocr_seccomp,
+        caps=OutputCaps(
+            max_page_chars=settings.max_page_chars,
+            max_lines_per_page=settings.max_lines_per_page,
+            max_text_chars=settings.max_text_chars,
+            max_lines=settings.max_lines,
+        ),
+        production=settings.env == "production",
     )
 
 

@@ -157,21 +157,22 @@ class _NoOcr:
 
 
 def test_text_mode_never_ocrs_and_auto_does_on_a_scan() -> None:
-    worker = PageWorker(ChildConfig(engine="rapidocr", orientation=False))
-    worker.loaded["rapidocr"] = _NoOcr()
-    pdf = _corpus_file(SYNTH / "scan_hard.pdf")
+    def worker_for(pdf: bytes) -> PageWorker:
+        worker = PageWorker(ChildConfig(engine="rapidocr", orientation=False))
+        worker.loaded["rapidocr"] = _NoOcr()
+        worker.open(pdf)
+        return worker
+
+    scan = worker_for(_corpus_file(SYNTH / "scan_hard.pdf"))
     for index in range(10):
-        req = {"doc_id": "d", "pdf": pdf, "index": index, "mode": "text", "engine": "rapidocr"}
-        page = worker.page(req)
+        page = scan.page(index, "text", "rapidocr")
         assert page["source"] == "text_layer" and page["text"] == ""
     with pytest.raises(AssertionError, match="never OCR"):
-        worker.page({"doc_id": "d", "pdf": pdf, "index": 0, "mode": "auto", "engine": "rapidocr"})
-    born = _corpus_file(SYNTH / "born_digital.pdf")
-    page = worker.page({"doc_id": "b", "pdf": born, "index": 0, "mode": "auto", "engine": "rapidocr"})
+        scan.page(0, "auto", "rapidocr")
+    born = worker_for(_corpus_file(SYNTH / "born_digital.pdf"))
+    page = born.page(0, "auto", "rapidocr")
     assert page["source"] == "text_layer" and page["zoom"] is None
     assert page["lines"] and "words" not in page["lines"][0]  # word boxes come from OCR engines only
-    worker.forget("d")
-    worker.forget("b")
 
 
 def _box(x0: float, y0: float, x1: float, y1: float, text: str) -> OcrBox:

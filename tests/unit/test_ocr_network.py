@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from contrackt.adapters.ocr.pool import ProcessPoolExtractor
-from contrackt.adapters.ocr.worker_child import network_policy
+from contrackt.adapters.ocr.sandbox import network_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import socket, sys
-from contrackt.adapters.ocr.worker_child import network_policy
+from contrackt.adapters.ocr.sandbox import network_policy
 print(network_policy(sys.argv[2]))
 try:
     socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3).close()

@@ -16,6 +16,8 @@ ProgressCallback = Callable[[int, int], Awaitable[None]]
 class ExtractOptions:
     engine: str | None = None  # None: the deployment's default engine
     mode: str = "auto"  # auto | ocr | text
+    # whose document: the pool shares its cores fairly between tenants (None: this job alone)
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,10 @@ class DocumentInfo:
 
 class Extractor(Protocol):
     """Raises domain errors: EncryptedPdf, CorruptPdf, TooManyPages, ResourceLimit,
-    ExtractionTimeout, UnknownEngine."""
+    ExtractionTimeout, UnknownEngine, OutputLimit, SandboxViolation."""
 
     async def start(self) -> None:
-        """Spawn and warm the child processes (models loaded before the first job)."""
+        """Start the sandbox (models loaded before the first job)."""
         ...
 
     async def inspect(self, pdf: bytes) -> DocumentInfo:

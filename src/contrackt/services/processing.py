@@ -145,7 +145,8 @@ class ProcessingService:
             async with self.uow(job.tenant_id) as uow:
                 await uow.jobs.set_progress(job.id, done, total)
 
-        return await self.extractor.extract(pdf, ExtractOptions(engine=job.engine, mode=job.mode), progress)
+        options = ExtractOptions(engine=job.engine, mode=job.mode, tenant_id=job.tenant_id)
+        return await self.extractor.extract(pdf, options, progress)
 
     async def _complete(self, delivery: Delivery, job: Job, result: ExtractionResult, seconds: float) -> None:
         payload, digest = result_payload(job.id, result)

@@ -1,16 +1,28 @@
-"""``ProcessPoolExtractor``: the Extractor port over sandboxed, warm child processes.
+"""``ProcessPoolExtractor``: the Extractor port over a zygote and short-lived, confined children.
 
-Untrusted PDFs are parsed, rendered and OCR'd only in long-lived child processes
-(``spawn`` context, never a fork of this possibly threaded process), each with
-an address-space cap.  A document's pages are spread over every worker: pages
-are handed out one at a time from a shared work list, so a 60-page scan keeps
-all cores busy and a second document gets its turn between pages.
+Untrusted PDFs are parsed, rendered and OCR'd only in child processes that the
+zygote (``zygote.py``) forks with the OCR models already loaded. A child lives
+for one *slice* of one job: it confines itself (``sandbox.confine``: own uid,
+resource limits, seccomp; no network, inherited from the zygote), receives the
+document once, reads pages of it, and is killed when the slice ends. So no
+child ever holds two documents, let alone two tenants' (docs/adr/0006).
 
-The pool is loop-agnostic: idle children live behind a ``threading.Lock`` and
-waiters are woken with ``call_soon_threadsafe``, so one pool can serve several
-asyncio tasks and even several event loops.  Pipe reads use ``loop.add_reader``
-and never block the event loop; pipe writes (the PDF bytes) go through a small
-thread pool.
+Fair share of the cores: ``workers`` slots, handed out by ``_Scheduler`` to the
+waiting lane whose tenant holds the fewest slots (first come first served among
+equals). A lane that has held its slot for ``slice_s`` seconds gives it back
+after its current page whenever another tenant is waiting, so a 500-page scan
+cannot keep a one-page document waiting for more than a slice.
+
+Everything a child says is hostile input: frames with caps, a schema check of
+each reply (``protocol.py``), never unpickling. A reply outside the protocol
+kills the child and fails the job with ``sandbox_violation``; text over the
+output caps fails it with ``output_limit``. Both are permanent.
+
+The pool is loop-agnostic: the scheduler and the zygote's channel are guarded
+by threading locks and waiters are woken with ``call_soon_threadsafe``, so one
+pool serves several asyncio tasks and even several event loops. Pipe reads use
+``loop.add_reader``; pipe writes (the PDF bytes) and zygote calls go through a
+small thread pool.
 """
 
 from __future__ import annotations
@@ -18,34 +30,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
-import multiprocessing as mp
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from contrackt.adapters.ocr import sandbox
 from contrackt.adapters.ocr.engines import DEFAULT_ENGINE, ENGINES, ModelMissing, available_engines, check_engine
-from contrackt.adapters.ocr.worker_child import (
-    FAULT_ENGINES,
-    FAULT_ENV,
-    NETWORK_MODES,
-    THREAD_ENV,
-    ChildConfig,
-    child_main,
+from contrackt.adapters.ocr.protocol import (
+    DEFAULT_MAX_REPLY,
+    FrameReader,
+    OutputCaps,
+    OutputExceeded,
+    ProtocolViolation,
+    check_error,
+    check_opened,
+    check_page,
+    encode,
+    write_all,
 )
+from contrackt.adapters.ocr.worker_child import FAULT_ENGINES, FAULT_ENV, ChildConfig
 from contrackt.domain.errors import (
     ContracktError,
     CorruptPdf,
     EncryptedPdf,
     ExtractionTimeout,
     InvalidRequest,
+    OutputLimit,
     ResourceLimit,
+    SandboxViolation,
     TooManyPages,
     UnknownEngine,
 )
@@ -56,118 +80,327 @@ log = logging.getLogger(__name__)
 
 MODES = ("auto", "ocr", "text")
 START_TIMEOUT_S = 180.0
+# A spawn may load an engine the first time a request names it.
+SPAWN_TIMEOUT_S = 180.0
+READY_TIMEOUT_S = 15.0
+SLICE_S = 3.0
 _STOP_JOIN_S = 2.0
+_CTRL_MAX = 64 * 1024
+_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
+    "from contrackt.adapters.ocr.zygote import main; main(int(sys.argv[1]))"
+)
 
 
 class _ChildDied(Exception):
     """The child's pipe closed: it crashed, was killed by its limits, or exited."""
 
 
+class _ZygoteGone(Exception):
+    """The zygote's channel broke: start a new zygote."""
+
+
+# ----------------------------------------------------------------------------- zygote
+
+
+class _Zygote:
+    """The pool's handle on its zygote (blocking calls, made from the pool's threads)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], ctrl: socket.socket, info: dict[str, Any]) -> None:
+        self.proc = proc
+        self.ctrl = ctrl
+        self.info = info
+        self.lock = threading.Lock()
+
+    @classmethod
+    def start(cls, request: dict[str, Any], timeout: float) -> _Zygote:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path)],
+                pass_fds=[theirs.fileno()],
+                env=sandbox.child_environment(os.environ),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        finally:
+            theirs.close()
+        mine.settimeout(timeout)
+        try:
+            mine.send(json.dumps({**request, "parent": os.getpid()}).encode())
+            data = mine.recv(_CTRL_MAX)
+        except OSError:
+            data = b""
+        info: dict[str, Any] = json.loads(data) if data else {"op": "failed", "error": "it exited or did not answer"}
+        if info.get("op") != "ready":
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait(5)
+            mine.close()
+            raise ContracktError(f"The OCR zygote failed to start: {info.get('error')}")
+        return cls(proc, mine, info)
+
+    def spawn(self, engine: str | None, timeout: float) -> tuple[dict[str, Any], list[int]]:
+        with self.lock:
+            try:
+                self.ctrl.settimeout(timeout)
+                self.ctrl.send(json.dumps({"op": "spawn", "engine": engine}).encode())
+                data, fds, _flags, _addr = socket.recv_fds(self.ctrl, _CTRL_MAX, 3)
+            except OSError as exc:
+                raise _ZygoteGone(str(exc)) from None
+        if not data:
+            raise _ZygoteGone("channel closed")
+        reply: dict[str, Any] = json.loads(data)
+        if reply.get("op") != "spawned" or len(fds) < 2:
+            for fd in fds:
+                os.close(fd)
+            error = str(reply.get("error", "no child"))
+            if "unknown_engine" in error or "not available" in error:
+                raise UnknownEngine(error[:200])
+            raise ContracktError(f"The OCR zygote could not start a child: {error}")
+        return reply, fds
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.ctrl.send(json.dumps({"op": "stop"}).encode())
+        try:
+            self.proc.wait(_STOP_JOIN_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.ctrl.close()
+
+
+# ----------------------------------------------------------------------------- children
+
+
 @dataclass(eq=False)
 class _Child:
-    proc: Any  # multiprocessing.Process (spawn context)
-    conn: Any  # multiprocessing.connection.Connection
-    kind: str
-    docs: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    forget: set[str] = field(default_factory=set)
+    pid: int
+    uid: int | None
+    to_fd: int
+    from_fd: int
+    pidfd: int
+    reader: FrameReader
+    ids: Any = field(default_factory=lambda: itertools.count(1))
+    frames: deque[tuple[dict[str, Any], bytes]] = field(default_factory=deque)
     dead: bool = False
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid  # type: ignore[no-any-return]
+
+# ----------------------------------------------------------------------------- fair slots
 
 
-class _Slots:
-    """Idle children of one kind; FIFO waiters from any event loop."""
+@dataclass(eq=False)
+class _Waiter:
+    seq: int
+    key: str
+    loop: asyncio.AbstractEventLoop
+    fut: asyncio.Future[None]
+    state: str = "waiting"  # waiting | granted | taken | abandoned
 
-    def __init__(self) -> None:
+
+class _Scheduler:
+    """``capacity`` slots; a freed slot goes to the waiter whose key holds the fewest."""
+
+    def __init__(self, capacity: int) -> None:
         self._lock = threading.Lock()
-        self._idle: deque[_Child] = deque()
-        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[_Child]]] = deque()
+        self._free = capacity
+        self._held: Counter[str] = Counter()
+        self._waiters: list[_Waiter] = []
+        self._seq = itertools.count()
         self.closed = False
 
-    async def acquire(self) -> _Child:
+    async def acquire(self, key: str) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            with self._lock:
-                if self.closed:
-                    raise ContracktError("The extraction pool is closed")
-                child = self._idle.popleft() if self._idle else None
-                if child is None:
-                    fut: asyncio.Future[_Child] = loop.create_future()
-                    self._waiters.append((loop, fut))
-            if child is None:
-                try:
-                    child = await fut
-                except asyncio.CancelledError:
-                    with self._lock:
-                        with contextlib.suppress(ValueError):
-                            self._waiters.remove((loop, fut))
-                    if fut.done() and not fut.cancelled() and fut.exception() is None:
-                        self.release(fut.result())
-                    raise
-            if not child.dead and child.proc.is_alive():
-                return child
-            # died while idle: the pool's reaper replaces it; take another one
-
-    def release(self, child: _Child) -> None:
         with self._lock:
+            if self.closed:
+                raise ContracktError("The extraction pool is closed")
+            if self._free > 0:
+                self._free -= 1
+                self._held[key] += 1
+                return
+            waiter = _Waiter(next(self._seq), key, loop, loop.create_future())
+            self._waiters.append(waiter)
+        try:
+            await waiter.fut
+        except BaseException:
+            give_back = False
+            with self._lock:
+                if waiter.state == "waiting":
+                    self._waiters.remove(waiter)
+                    waiter.state = "abandoned"
+                elif waiter.state == "granted":
+                    waiter.state = "abandoned"  # _grant will give the slot back
+                elif waiter.state == "taken":
+                    give_back = True
+            if give_back:
+                self.release(key)
+            raise
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._held[key] -= 1
+            if self._held[key] <= 0:
+                del self._held[key]
             while self._waiters:
-                loop, fut = self._waiters.popleft()
-                if fut.done():
-                    continue
+                best = min(self._waiters, key=lambda w: (self._held[w.key], w.seq))
+                self._waiters.remove(best)
+                best.state = "granted"
+                self._held[best.key] += 1
                 try:
-                    loop.call_soon_threadsafe(self._deliver, fut, child)
+                    best.loop.call_soon_threadsafe(self._grant, best)
                     return
                 except RuntimeError:  # that loop is closed
-                    continue
-            self._idle.append(child)
+                    best.state = "abandoned"
+                    self._held[best.key] -= 1
+                    if self._held[best.key] <= 0:
+                        del self._held[best.key]
+            self._free += 1
 
-    def _deliver(self, fut: asyncio.Future[_Child], child: _Child) -> None:
-        if fut.done():
-            self.release(child)
-        else:
-            fut.set_result(child)
+    def _grant(self, waiter: _Waiter) -> None:
+        with self._lock:
+            abandoned = waiter.state == "abandoned"
+            if not abandoned:
+                waiter.state = "taken"
+        if abandoned:
+            self.release(waiter.key)
+        elif not waiter.fut.done():
+            waiter.fut.set_result(None)
 
-    def drain(self) -> list[_Child]:
+    def contended(self, key: str) -> bool:
+        """Is anyone of another key waiting for a slot?"""
+        with self._lock:
+            return any(w.key != key for w in self._waiters)
+
+    def close(self) -> None:
         with self._lock:
             self.closed = True
-            idle = list(self._idle)
-            self._idle.clear()
-            waiters = list(self._waiters)
-            self._waiters.clear()
-        for loop, fut in waiters:
+            waiters, self._waiters = self._waiters, []
+        for w in waiters:
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_fail_future, fut)
-        return idle
-
-    def idle_count(self) -> int:
-        with self._lock:
-            return len(self._idle)
+                w.loop.call_soon_threadsafe(_fail, w.fut)
 
 
-def _fail_future(fut: asyncio.Future[_Child]) -> None:
+def _fail(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_exception(ContracktError("The extraction pool is closed"))
 
 
-@contextlib.contextmanager
-def _thread_env() -> Iterator[None]:
-    """Children inherit the environment at spawn: pin their math libraries."""
-    saved = {k: os.environ.get(k) for k in THREAD_ENV}
-    os.environ.update(THREAD_ENV)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+# ----------------------------------------------------------------------------- jobs
+
+
+@dataclass(eq=False)
+class _Job:
+    key: str
+    pdf: bytes
+    mode: str
+    engine: str
+    deadline: float
+    progress: ProgressCallback | None
+    caps: OutputCaps
+    total: int = 0
+    pending: deque[int] = field(default_factory=deque)
+    results: list[dict[str, Any] | None] = field(default_factory=list)
+    done: int = 0
+    chars: int = 0
+    lines: int = 0
+    error: BaseException | None = None
+
+    def begin(self, pages: int) -> None:
+        self.total = pages
+        self.pending = deque(range(pages))
+        self.results = [None] * pages
+
+    def record(self, index: int, page: dict[str, Any]) -> None:
+        self.chars += len(page["text"])
+        self.lines += len(page["lines"])
+        if self.chars > self.caps.max_text_chars:
+            raise OutputLimit(f"The document's text is over {self.caps.max_text_chars} characters")
+        if self.lines > self.caps.max_lines:
+            raise OutputLimit(f"The document has more than {self.caps.max_lines} lines")
+        self.results[index] = page
+        self.done += 1
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+
+    @property
+    def spawn_engine(self) -> str | None:
+        return None if self.mode == "text" else self.engine
+
+
+class _Lane:
+    """One slot's worth of work on a job: a child per slice, pages one at a time."""
+
+    def __init__(self, pool: ProcessPoolExtractor, job: _Job) -> None:
+        self.pool = pool
+        self.job = job
+        self.child: _Child | None = None
+        self.holding = False
+        self.since = 0.0
+
+    async def begin(self) -> DocumentInfo:
+        """Take a slot, fork a child, give it the document; what the child found in it."""
+        pool, job = self.pool, self.job
+        remaining = job.deadline - time.monotonic()
+        if remaining <= 0:
+            raise ExtractionTimeout("The document took too long to process")
+        try:
+            await asyncio.wait_for(pool._sched.acquire(job.key), remaining)
+        except TimeoutError:
+            raise ExtractionTimeout("No extraction worker became free in time") from None
+        self.holding = True
+        self.since = time.monotonic()
+        try:
+            self.child = await pool._spawn(job.spawn_engine)
+            timeout = max(0.1, min(pool.inspect_timeout_s, job.deadline - time.monotonic()))
+            return await pool._open(self.child, job.pdf, timeout)
+        except BaseException:
+            self.end()
+            raise
+
+    def end(self) -> None:
+        if self.child is not None:
+            self.pool._kill(self.child)
+            self.child = None
+        if self.holding:
+            self.holding = False
+            self.pool._sched.release(self.job.key)
+
+    async def run(self) -> None:
+        pool, job = self.pool, self.job
+        try:
+            while job.pending and job.error is None:
+                if self.child is None:
+                    info = await self.begin()
+                    if info.pages != job.total:
+                        raise SandboxViolation("A child saw another page count")
+                    continue
+                index = job.pending.popleft()
+                page = await pool._page(self.child, job, index)
+                job.record(index, page)
+                if job.progress is not None:
+                    await job.progress(job.done, job.total)
+                if time.monotonic() - self.since >= pool.slice_s and pool._sched.contended(job.key):
+                    self.end()  # someone else's turn; this job waits for a slot again
+        except ContracktError as exc:
+            job.fail(exc)
+        except Exception as exc:  # the progress callback failed (e.g. the database)
+            job.fail(exc)
+        finally:
+            self.end()
+
+
+# ----------------------------------------------------------------------------- the pool
 
 
 class ProcessPoolExtractor:
-    """Extractor over ``workers`` warm OCR children plus one light inspect child."""
+    """Extractor over ``workers`` slots of forked, confined, one-document children."""
 
     def __init__(
         self,
@@ -188,17 +421,23 @@ class ProcessPoolExtractor:
         postcorrect: bool = True,
         latin: bool = True,
         network_isolation: str = "auto",
+        sandbox_uid: str = "auto",
+        seccomp: str = "auto",
+        caps: OutputCaps | None = None,
+        slice_s: float = SLICE_S,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY,
+        production: bool = False,
     ) -> None:
-        """``engine`` is the deployment's default (loaded and self-tested in every
-        child at start-up); ``engines`` the others a request may ask for (default:
-        every installed one), each loaded by a child on its first page.  ``zoom``
-        overrides every engine's render policy (tests, benchmarks)."""
+        """``engine`` is the deployment's default (loaded and self-tested by the zygote at
+        start-up); ``engines`` the others a request may ask for (default: every installed
+        one), each loaded by the zygote on first use. ``zoom`` overrides every engine's
+        render policy (tests, benchmarks)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        if network_isolation not in NETWORK_MODES:
-            raise ValueError(f"network_isolation must be one of {', '.join(NETWORK_MODES)}")
-        # what the children reported at start-up: netns | userns+netns | off | unavailable: ...
-        self.network: str | None = None
+        if network_isolation not in sandbox.NETWORK_MODES:
+            raise ValueError(f"network_isolation must be one of {', '.join(sandbox.NETWORK_MODES)}")
+        if seccomp not in sandbox.SECCOMP_MODES:
+            raise ValueError(f"seccomp must be one of {', '.join(sandbox.SECCOMP_MODES)}")
         if fault_engines is None:
             fault_engines = os.environ.get(FAULT_ENV, "") in ("1", "true", "yes")
         self.workers = workers
@@ -210,6 +449,13 @@ class ProcessPoolExtractor:
         self.max_pages = max_pages
         self.fault_engines = bool(fault_engines)
         self.model_dirs = dict(model_dirs or {})
+        self.caps = caps or OutputCaps()
+        self.slice_s = slice_s
+        self.max_reply_bytes = max_reply_bytes
+        self.network_isolation = network_isolation
+        self.seccomp_mode = seccomp
+        self.production = production
+        self.uid_base = sandbox.resolve_uid_base(sandbox_uid)
         if engine not in ENGINES:
             raise UnknownEngine(f"Unknown OCR engine: {engine}")
         if engines is None:
@@ -220,12 +466,10 @@ class ProcessPoolExtractor:
                 raise UnknownEngine(f"Unknown OCR engine: {', '.join(unknown)}")
             enabled = [e for e in dict.fromkeys(engines) if e != engine]
         self._enabled = [engine, *enabled]
-        self._ctx = mp.get_context("spawn")
-        self._worker_cfg = ChildConfig(
+        self._config = ChildConfig(
             kind="worker",
             engine=engine,
             extra_engines=tuple(enabled),
-            memory_limit_mb=memory_limit_mb,
             zoom=zoom,
             max_pixels=max_pixels,
             fault_engines=self.fault_engines,
@@ -233,21 +477,26 @@ class ProcessPoolExtractor:
             model_dirs=tuple(sorted(self.model_dirs.items())),
             postcorrect=postcorrect,
             latin=latin,
-            network_isolation=network_isolation,
+            max_page_chars=self.caps.max_page_chars,
+            max_lines_per_page=self.caps.max_lines_per_page,
         )
-        self._inspect_cfg = ChildConfig(
-            kind="inspect", engine=engine, memory_limit_mb=memory_limit_mb, network_isolation=network_isolation
+        self._confinement = sandbox.Confinement(
+            memory_limit_mb=memory_limit_mb, uid_base=self.uid_base, seccomp=seccomp
         )
-        self._work = _Slots()
-        self._insp = _Slots()
-        self._children: set[_Child] = set()
-        self._children_lock = threading.Lock()
-        self._start_lock = threading.Lock()
+        self._sched = _Scheduler(workers)
+        self._zygote: _Zygote | None = None
+        self._zygote_lock = threading.Lock()
+        self._live: set[_Child] = set()
+        self._live_lock = threading.Lock()
         self._started = False
         self._closed = False
-        self._io = ThreadPoolExecutor(max_workers=workers + 2, thread_name_prefix="ocr-pipe")
-        self._req_ids = itertools.count(1)
-        self.restarts = 0  # children replaced after a crash or timeout (observability)
+        self._io = ThreadPoolExecutor(max_workers=2 * workers + 4, thread_name_prefix="ocr-pipe")
+        # observability: what the zygote reported, children started and lost, their peak memory
+        self.network: str | None = None
+        self.seccomp: str | None = None
+        self.spawned = 0
+        self.restarts = 0  # children lost to a crash, a limit, a timeout or a violation
+        self.peak_child_rss_kb = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -259,18 +508,26 @@ class ProcessPoolExtractor:
 
     def self_test(self) -> None:
         """Fail loudly (``ContracktError`` naming the file) if an enabled engine's
-        package or model is missing.  Cheap: looks at the disk, loads nothing; the
-        children then load the default engine and run it once before ``ready``."""
+        package or model is missing. Cheap: looks at the disk, loads nothing; the
+        zygote then loads the default engine and runs it once before ``ready``."""
         for name in self._enabled:
             try:
                 check_engine(name, self.model_dirs.get(name))
             except ModelMissing as exc:
                 raise ContracktError(f"OCR self-test failed: {exc}") from None
 
+    def sandbox_status(self) -> dict[str, str]:
+        """How the children are confined (for logs, health and tests)."""
+        uid = "own uid per child" if self.uid_base is not None else "the worker's uid"
+        return {"network": str(self.network), "seccomp": str(self.seccomp), "identity": uid}
+
     def child_pids(self) -> list[int]:
-        """Process ids of the live children (benchmarks read their peak RSS)."""
-        with self._children_lock:
-            return [c.pid for c in self._children if c.pid is not None and not c.dead]
+        """Process ids of the children alive now."""
+        with self._live_lock:
+            return [c.pid for c in self._live if not c.dead]
+
+    def zygote_pid(self) -> int | None:
+        return self._zygote.proc.pid if self._zygote is not None else None
 
     async def start(self) -> None:
         if self._started:
@@ -278,212 +535,299 @@ class ProcessPoolExtractor:
         await asyncio.get_running_loop().run_in_executor(self._io, self._start_sync)
 
     def _start_sync(self) -> None:
-        with self._start_lock:
+        with self._zygote_lock:
             if self._started:
                 return
             if self._closed:
                 raise ContracktError("The extraction pool is closed")
             self.self_test()
-            pending = [self._spawn(self._worker_cfg) for _ in range(self.workers)]
-            pending.append(self._spawn(self._inspect_cfg))
-            try:
-                for child in pending:
-                    self._await_ready(child, START_TIMEOUT_S)
-            except Exception:
-                for child in pending:
-                    self._kill(child)
-                raise
-            for child in pending:
-                (self._work if child.kind == "worker" else self._insp).release(child)
+            self._zygote = self._start_zygote()
             self._started = True
+
+    def _start_zygote(self) -> _Zygote:
+        request = {
+            "op": "config",
+            "config": asdict(self._config),
+            "confinement": asdict(self._confinement),
+            "network": self.network_isolation,
+        }
+        zygote = _Zygote.start(request, START_TIMEOUT_S)
+        network, seccomp = str(zygote.info.get("network")), str(zygote.info.get("seccomp"))
+        if self.production:
+            self._check_production(zygote, network, seccomp)
+        if network != self.network or seccomp != self.seccomp:
+            level = logging.WARNING if network.startswith("unavailable") or seccomp.startswith("unavailable") else 20
+            log.log(
+                level, "ocr sandbox: network %s, seccomp %s, %s", network, seccomp, self.sandbox_status()["identity"]
+            )
+            self.network, self.seccomp = network, seccomp
+        return zygote
+
+    def _check_production(self, zygote: _Zygote, network: str, seccomp: str) -> None:
+        """Production: OCR children without network (their own namespace, or seccomp refusing
+        sockets), unless the operator opted out explicitly; the opt-out is logged at each start."""
+        if self.network_isolation == "off":
+            log.warning(
+                "ocr.sandbox.network_opt_out: CONTRACKT_OCR_NETWORK_ISOLATION=off; OCR children "
+                "keep the worker's network unless seccomp refuses sockets (seccomp: %s)",
+                seccomp,
+            )
+            return
+        if network.startswith("unavailable") and seccomp != "available":
+            zygote.stop()
+            raise ContracktError(
+                "production mode needs OCR children without network, but neither a network "
+                f"namespace ({network}) nor seccomp ({seccomp}) is available here; grant one "
+                "(see docs/adr/0006-ocr-sandbox.md) or opt out with CONTRACKT_OCR_NETWORK_ISOLATION=off"
+            )
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._close_sync)
 
     def _close_sync(self) -> None:
         self._closed = True
-        idle = self._work.drain() + self._insp.drain()
-        for child in idle:
-            with contextlib.suppress(OSError, ValueError):
-                child.conn.send(("stop",))
-        with self._children_lock:
-            children = list(self._children)
-        deadline = time.monotonic() + _STOP_JOIN_S
+        self._sched.close()
+        with self._live_lock:
+            children = list(self._live)
         for child in children:
-            if child in idle:
-                child.proc.join(max(0.0, deadline - time.monotonic()))
             self._kill(child)
+        with self._zygote_lock:
+            if self._zygote is not None:
+                self._zygote.stop()
+                self._zygote = None
         self._io.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ children
 
-    def _spawn(self, config: ChildConfig) -> _Child:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=child_main,
-            args=(child_conn, config),
-            name=f"contrackt-ocr-{config.kind}",
-            daemon=True,
-        )
-        with _thread_env():
-            proc.start()
-        child_conn.close()
-        child = _Child(proc=proc, conn=parent_conn, kind=config.kind)
-        with self._children_lock:
-            self._children.add(child)
+    def _spawn_sync(self, engine: str | None) -> _Child:
+        for attempt in range(2):
+            with self._zygote_lock:
+                if self._closed:
+                    raise ContracktError("The extraction pool is closed")
+                if self._zygote is None or not self._zygote.alive():
+                    if self._zygote is not None:
+                        log.warning("ocr zygote died; starting a new one")
+                        with contextlib.suppress(Exception):
+                            self._zygote.stop()
+                    self._zygote = self._start_zygote()
+                zygote = self._zygote
+            try:
+                reply, fds = zygote.spawn(engine, SPAWN_TIMEOUT_S)
+            except _ZygoteGone:
+                if attempt:
+                    raise ContracktError("The OCR zygote stopped answering") from None
+                with self._zygote_lock:
+                    if self._zygote is zygote:
+                        with contextlib.suppress(Exception):
+                            zygote.proc.kill()
+                continue
+            os.set_blocking(fds[1], False)
+            uid = reply.get("uid")
+            child = _Child(
+                pid=int(reply["pid"]),
+                uid=int(uid) if uid is not None else None,
+                to_fd=fds[0],
+                from_fd=fds[1],
+                pidfd=fds[2] if len(fds) > 2 else -1,
+                reader=FrameReader(self.max_reply_bytes),
+            )
+            with self._live_lock:
+                self._live.add(child)
+                self.spawned += 1
+            return child
+        raise ContracktError("The OCR zygote could not start a child")  # pragma: no cover
+
+    async def _spawn(self, engine: str | None) -> _Child:
+        loop = asyncio.get_running_loop()
+        child = await loop.run_in_executor(self._io, self._spawn_sync, engine)
+        try:
+            header, _ = await self._recv(loop, child, READY_TIMEOUT_S)
+        except (_ChildDied, TimeoutError, ProtocolViolation):
+            self._kill(child)
+            raise ContracktError("An extraction worker failed to start") from None
+        except BaseException:
+            self._kill(child)
+            raise
+        if header.get("op") != "ready" or (self.seccomp_mode == "required" and header.get("seccomp") != "on"):
+            self._kill(child)
+            raise ContracktError("An extraction worker did not confine itself")
         return child
 
-    def _await_ready(self, child: _Child, timeout: float) -> None:
-        try:
-            if not child.conn.poll(timeout):
-                raise ContracktError("An extraction worker did not start in time")
-            msg = child.conn.recv()
-        except (EOFError, OSError):
-            raise ContracktError("An extraction worker failed to start") from None
-        if not isinstance(msg, tuple) or msg[0] != "ready":
-            detail = msg[2] if isinstance(msg, tuple) and len(msg) > 2 else msg
-            raise ContracktError(f"An extraction worker failed to start: {detail}")
-        network = str(msg[3]) if len(msg) > 3 else "unknown"
-        if network != self.network:
-            if network.startswith("unavailable"):
-                log.warning("ocr children keep the host network (%s)", network)
-            else:
-                log.info("ocr children run without network (%s)", network)
-            self.network = network
-
     def _kill(self, child: _Child) -> None:
-        child.dead = True
-        with contextlib.suppress(Exception):
-            if child.proc.is_alive():
-                child.proc.kill()
-            child.proc.join(5)
-        with contextlib.suppress(Exception):
-            child.conn.close()
-        with contextlib.suppress(Exception):
-            child.proc.close()
-        with self._children_lock:
-            self._children.discard(child)
-
-    def _replace(self, child: _Child) -> None:
-        """Kill ``child`` and start a warm replacement in the background."""
-        child.dead = True
-        self.restarts += 1
-        threading.Thread(target=self._replace_sync, args=(child,), name="ocr-respawn", daemon=True).start()
-
-    def _replace_sync(self, child: _Child) -> None:
-        self._kill(child)
-        config = self._worker_cfg if child.kind == "worker" else self._inspect_cfg
-        slots = self._work if child.kind == "worker" else self._insp
-        delay = 0.5
-        for _attempt in range(5):
-            if self._closed:
-                return
-            fresh = self._spawn(config)
-            try:
-                self._await_ready(fresh, START_TIMEOUT_S)
-            except ContracktError:
-                log.warning("ocr child failed to start; retrying", exc_info=True)
-                self._kill(fresh)
-                time.sleep(delay)
-                delay *= 2
-                continue
-            if self._closed:
-                self._kill(fresh)
-                return
-            slots.release(fresh)
+        if child.dead:
             return
-        log.error("could not replace an ocr child after 5 attempts")
-
-    @contextlib.asynccontextmanager
-    async def _lease(self, slots: _Slots, timeout: float | None) -> AsyncIterator[_Child]:
-        if not self._started:
-            await self.start()
+        child.dead = True
+        self.peak_child_rss_kb = max(self.peak_child_rss_kb, _peak_rss_kb(child.pid))
         try:
-            child = await asyncio.wait_for(slots.acquire(), timeout)
-        except TimeoutError:
-            raise ExtractionTimeout("No extraction worker became free in time") from None
-        try:
-            yield child
-        finally:
-            if not child.dead:
-                slots.release(child)
+            if child.pidfd >= 0:
+                signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
+            else:
+                os.kill(child.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        for fd in (child.to_fd, child.from_fd, child.pidfd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        with self._live_lock:
+            self._live.discard(child)
 
-    async def _call(self, child: _Child, msg: tuple[Any, ...], timeout: float) -> Any:
-        """Send one request and wait for its reply; kill the child on failure."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.wait_for(self._exchange(loop, child, msg), timeout)
-        except TimeoutError:
-            self._replace(child)
-            raise ExtractionTimeout("A page took too long to process") from None
-        except _ChildDied:
-            self._replace(child)
-            raise ResourceLimit("The document exceeded a resource limit") from None
-        except asyncio.CancelledError:
-            # The child is still busy with a request nobody waits for.
-            self._replace(child)
-            raise
+    def _lost(self, child: _Child) -> None:
+        """A child that died or misbehaved: count it and make sure it is gone."""
+        if not child.dead:
+            self.restarts += 1
+        self._kill(child)
 
-    async def _exchange(self, loop: asyncio.AbstractEventLoop, child: _Child, msg: tuple[Any, ...]) -> Any:
-        try:
-            await loop.run_in_executor(self._io, child.conn.send, msg)
-        except (OSError, ValueError):
-            raise _ChildDied() from None
-        req_id = msg[1]
-        while True:
-            reply = await self._recv(loop, child)
-            if isinstance(reply, tuple) and len(reply) >= 3 and reply[0] == req_id:
-                return reply
+    # ------------------------------------------------------------------ the wire
 
-    async def _recv(self, loop: asyncio.AbstractEventLoop, child: _Child) -> Any:
-        fd = child.conn.fileno()
-        fut: asyncio.Future[Any] = loop.create_future()
+    async def _recv(
+        self, loop: asyncio.AbstractEventLoop, child: _Child, timeout: float
+    ) -> tuple[dict[str, Any], bytes]:
+        if child.frames:
+            return child.frames.popleft()
+        fut: asyncio.Future[None] = loop.create_future()
+        fd = child.from_fd
 
         def readable() -> None:
-            loop.remove_reader(fd)
             if fut.done():
                 return
             try:
-                fut.set_result(child.conn.recv())
-            except Exception:
+                data = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                return
+            except OSError:
                 fut.set_exception(_ChildDied())
+                return
+            if not data:
+                fut.set_exception(_ChildDied())
+                return
+            try:
+                child.frames.extend(child.reader.feed(data))
+            except ProtocolViolation as exc:
+                fut.set_exception(exc)
+                return
+            if child.frames:
+                fut.set_result(None)
 
         loop.add_reader(fd, readable)
         try:
-            return await fut
+            await asyncio.wait_for(fut, timeout)
         finally:
             loop.remove_reader(fd)
+        return child.frames.popleft()
 
-    def _raise_child_error(self, child: _Child, code: str, message: str) -> None:
+    async def _call(self, child: _Child, header: dict[str, Any], timeout: float, blob: bytes = b"") -> dict[str, Any]:
+        """Send one request and return its (framed, id-checked) reply; kill the child on failure."""
+        loop = asyncio.get_running_loop()
+        req_id = next(child.ids)
+        header = {**header, "id": req_id}
+
+        async def exchange() -> dict[str, Any]:
+            try:
+                await loop.run_in_executor(self._io, _send_frame, child.to_fd, header, blob)
+            except OSError:
+                raise _ChildDied() from None
+            reply, extra = await self._recv(loop, child, timeout)
+            if extra or reply.get("id") != req_id or child.frames:
+                raise ProtocolViolation("unexpected reply")
+            return reply
+
+        try:
+            return await asyncio.wait_for(exchange(), timeout)
+        except TimeoutError:
+            self._lost(child)
+            raise ExtractionTimeout("A page took too long to process") from None
+        except _ChildDied:
+            self._lost(child)
+            raise ResourceLimit("The document exceeded a resource limit") from None
+        except ProtocolViolation as exc:
+            self._lost(child)
+            log.warning("ocr child broke the protocol: %s", str(exc)[:200])
+            raise SandboxViolation() from None
+        except BaseException:
+            # Cancelled: the child is still busy with a request nobody waits for.
+            self._kill(child)
+            raise
+
+    def _error(self, child: _Child, reply: dict[str, Any]) -> ContracktError:
+        try:
+            code, message = check_error(reply)
+        except ProtocolViolation:
+            self._lost(child)
+            return SandboxViolation()
         if code == "encrypted_pdf":
-            raise EncryptedPdf()
+            return EncryptedPdf()
         if code == "corrupt_pdf":
-            raise CorruptPdf()
+            return CorruptPdf()
         if code == "unknown_engine":
-            raise UnknownEngine()
+            return UnknownEngine()
+        if code == "output_limit":
+            return OutputLimit()
         if code == "resource_limit":
-            self._replace(child)
-            raise ResourceLimit()
+            self._lost(child)
+            return ResourceLimit()
         log.warning("ocr child reported %s: %s", code, message)
-        raise ContracktError("The document could not be processed")
+        return ContracktError("The document could not be processed")
+
+    async def _open(self, child: _Child, pdf: bytes, timeout: float) -> DocumentInfo:
+        reply = await self._call(child, {"op": "open"}, timeout, pdf)
+        if reply.get("op") == "error":
+            raise self._error(child, reply)
+        if reply.get("op") != "opened":
+            self._lost(child)
+            raise SandboxViolation()
+        try:
+            pages, encrypted, found = check_opened(reply, self.max_pages)
+        except ProtocolViolation:
+            self._lost(child)
+            raise SandboxViolation() from None
+        return DocumentInfo(pages=pages, encrypted=encrypted, active_content=found)
+
+    async def _page(self, child: _Child, job: _Job, index: int) -> dict[str, Any]:
+        timeout = min(self.page_timeout_s, max(0.0, job.deadline - time.monotonic()))
+        request = {"op": "page", "index": index, "mode": job.mode, "engine": job.engine}
+        reply = await self._call(child, request, timeout)
+        if reply.get("op") == "error":
+            raise self._error(child, reply)
+        if reply.get("op") != "page" or set(reply) != {"op", "id", "page"}:
+            self._lost(child)
+            raise SandboxViolation()
+        try:
+            return check_page(reply["page"], index, self.caps)
+        except ProtocolViolation:
+            self._lost(child)
+            raise SandboxViolation() from None
+        except OutputExceeded as exc:
+            self._kill(child)
+            raise OutputLimit(str(exc)) from None
 
     # ------------------------------------------------------------------ the port
 
     async def inspect(self, pdf: bytes) -> DocumentInfo:
         if self._closed:
             raise ContracktError("The extraction pool is closed")
-        async with self._lease(self._insp, None) as child:
-            reply = await self._call(child, ("inspect", next(self._req_ids), pdf), self.inspect_timeout_s)
-            if reply[1] != "ok":
-                self._raise_child_error(child, reply[2], reply[3])
-        info = DocumentInfo(
-            pages=int(reply[2]["pages"]),
-            encrypted=bool(reply[2]["encrypted"]),
-            active_content=tuple(reply[2].get("active_content", ())),
-        )
+        if not self._started:
+            await self.start()
+        job = self._job(pdf, ExtractOptions(mode="text"), None)
+        lane = _Lane(self, job)
+        try:
+            info = await lane.begin()
+        finally:
+            lane.end()
         if info.pages > self.max_pages:
             raise TooManyPages(f"The document has {info.pages} pages; the limit is {self.max_pages}")
         return info
+
+    def _job(self, pdf: bytes, options: ExtractOptions, progress: ProgressCallback | None) -> _Job:
+        return _Job(
+            key=options.tenant_id or uuid.uuid4().hex,
+            pdf=pdf,
+            mode=options.mode,
+            engine=options.engine or self.engine,
+            deadline=time.monotonic() + self.job_timeout_s,
+            progress=progress,
+            caps=self.caps,
+        )
 
     async def extract(
         self, pdf: bytes, options: ExtractOptions, progress: ProgressCallback | None = None
@@ -493,126 +837,62 @@ class ProcessPoolExtractor:
             raise UnknownEngine(f"Unknown OCR engine: {engine}")
         if options.mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}")
-        deadline = time.monotonic() + self.job_timeout_s
-        info = await self.inspect(pdf)
-        total = info.pages
-        if total == 0:
-            return ExtractionResult(pages=[], engine=engine, active_content=list(info.active_content))
-        job = _Job(
-            doc_id=uuid.uuid4().hex,
-            pdf=pdf,
-            mode=options.mode,
-            engine=engine,
-            total=total,
-            deadline=deadline,
-            progress=progress,
-        )
-        lanes = [asyncio.create_task(self._lane(job)) for _ in range(min(self.workers, total))]
+        if self._closed:
+            raise ContracktError("The extraction pool is closed")
+        if not self._started:
+            await self.start()
+        job = self._job(pdf, options, progress)
+        first = _Lane(self, job)
         try:
-            outcomes = await asyncio.gather(*lanes, return_exceptions=True)
-        except asyncio.CancelledError:
-            for lane in lanes:
-                lane.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
+            info = await first.begin()
+        except BaseException:
+            first.end()
             raise
+        if info.pages > self.max_pages:
+            first.end()
+            raise TooManyPages(f"The document has {info.pages} pages; the limit is {self.max_pages}")
+        if info.pages == 0:
+            first.end()
+            return ExtractionResult(pages=[], engine=engine, active_content=list(info.active_content))
+        job.begin(info.pages)
+        lanes = [first, *(_Lane(self, job) for _ in range(min(self.workers, info.pages) - 1))]
+        tasks = {asyncio.create_task(lane.run()) for lane in lanes}
+        try:
+            while tasks:
+                _, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if job.error is not None:
+                    break  # stop the other lanes now: their children are killed
         finally:
-            self._forget_later(job)
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for lane in lanes:
+                lane.end()
         if job.error is not None:
             raise job.error
-        if errors:
-            raise errors[0]
         pages = [Page.from_dict(d) for d in job.results if d is not None]
-        if len(pages) != total:  # pragma: no cover - defensive
+        if len(pages) != info.pages:  # pragma: no cover - defensive
             raise ContracktError("Some pages were not processed")
         return ExtractionResult(pages=pages, engine=engine, active_content=list(info.active_content))
 
-    async def _lane(self, job: _Job) -> None:
-        while job.pending and job.error is None:
-            remaining = job.deadline - time.monotonic()
-            if remaining <= 0:
-                job.fail(ExtractionTimeout("The document took too long to process"))
-                return
-            try:
-                async with self._lease(self._work, remaining) as child:
-                    if not job.pending or job.error is not None:
-                        return
-                    index = job.pending.popleft()
-                    page = await self._run_page(child, job, index)
-            except ContracktError as exc:
-                job.fail(exc)
-                return
-            job.results[index] = page
-            job.done += 1
-            if job.progress is not None:
-                try:
-                    await job.progress(job.done, job.total)
-                except Exception as exc:
-                    job.fail(exc)
-                    raise
 
-    async def _run_page(self, child: _Child, job: _Job, index: int) -> dict[str, Any]:
-        timeout = min(self.page_timeout_s, max(0.0, job.deadline - time.monotonic()))
-        for _attempt in range(2):
-            cached = job.doc_id in child.docs
-            drop_after = not job.pending
-            req = {
-                "doc_id": job.doc_id,
-                "pdf": None if cached else job.pdf,
-                "index": index,
-                "mode": job.mode,
-                "engine": job.engine,
-                "drop_after": drop_after,
-                "forget": sorted(child.forget),
-            }
-            forget = set(child.forget)
-            reply = await self._call(child, ("page", next(self._req_ids), req), timeout)
-            child.forget -= forget
-            for doc_id in forget:
-                child.docs.pop(doc_id, None)
-            if reply[1] == "ok":
-                if drop_after:
-                    child.docs.pop(job.doc_id, None)
-                else:
-                    child.docs[job.doc_id] = None
-                    child.docs.move_to_end(job.doc_id)
-                    while len(child.docs) > 2:
-                        child.docs.popitem(last=False)
-                    job.children.add(child)
-                payload: dict[str, Any] = reply[2]
-                return payload
-            if reply[2] == "doc_missing":
-                child.docs.pop(job.doc_id, None)
-                continue
-            child.docs.pop(job.doc_id, None)
-            self._raise_child_error(child, reply[2], reply[3])
-        raise ContracktError("The document could not be processed")  # pragma: no cover
-
-    def _forget_later(self, job: _Job) -> None:
-        for child in job.children:
-            if job.doc_id in child.docs:
-                child.forget.add(job.doc_id)
+def _send_frame(fd: int, header: dict[str, Any], blob: bytes) -> None:
+    """Write a frame without copying a large blob into it."""
+    head = encode(header)
+    if not blob:
+        write_all(fd, head)
+        return
+    write_all(fd, head[:-4] + len(blob).to_bytes(4, "big"))
+    write_all(fd, blob)
 
 
-@dataclass(eq=False)
-class _Job:
-    doc_id: str
-    pdf: bytes
-    mode: str
-    engine: str
-    total: int
-    deadline: float
-    progress: ProgressCallback | None
-    pending: deque[int] = field(init=False)
-    results: list[dict[str, Any] | None] = field(init=False)
-    done: int = 0
-    error: BaseException | None = None
-    children: set[_Child] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.pending = deque(range(self.total))
-        self.results = [None] * self.total
-
-    def fail(self, exc: BaseException) -> None:
-        if self.error is None:
-            self.error = exc
+def _peak_rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0

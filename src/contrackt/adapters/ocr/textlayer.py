@@ -24,6 +24,10 @@ MIN_GOOD_RATIO = 0.6
 BBox = tuple[float, float, float, float]
 
 
+class TextLimitExceeded(Exception):
+    """The page's text layer is larger than the caller's caps (an output bomb)."""
+
+
 @dataclass
 class TextLine:
     text: str
@@ -82,8 +86,11 @@ class PageTransform:
         return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
 
 
-def extract_text_layer(page: Any) -> TextLayer:
+def extract_text_layer(page: Any, max_chars: int | None = None, max_lines: int | None = None) -> TextLayer:
     """Read the page's text layer: lines in reading order with their boxes.
+
+    ``max_chars`` / ``max_lines``: raise ``TextLimitExceeded`` as soon as the page is
+    known to be over either (the character count is known before any text is read).
 
     Boxes come from PDFium's text rectangles, a few ctypes calls per *line*
     (``FPDFText_CountRects`` over the line's character range, then
@@ -95,6 +102,8 @@ def extract_text_layer(page: Any) -> TextLayer:
         n = int(textpage.count_chars())
         if n <= 0:
             return TextLayer([], 0, 0)
+        if max_chars is not None and n > max_chars:
+            raise TextLimitExceeded(f"the page has {n} characters")
         raw = textpage.get_text_range(0, n)
         if len(raw) != n:
             # Characters outside the BMP come back as surrogate pairs: rebuild the
@@ -130,6 +139,8 @@ def extract_text_layer(page: Any) -> TextLayer:
                 box = _char_union(textpage, start, stop)
             bbox = transform.rect(*box) if box is not None else (0.0, 0.0, 0.0, 0.0)
             lines.append(TextLine(text, bbox))
+            if max_lines is not None and len(lines) > max_lines:
+                raise TextLimitExceeded(f"the page has more than {max_lines} lines")
         return TextLayer(lines, visible, good)
     finally:
         textpage.close()

@@ -1,30 +1,26 @@
-"""Code that runs inside the sandboxed child processes of the OCR pool.
+"""What runs inside an OCR child: one document, page by page, over a framed pipe.
 
-A child first leaves the host's network (a fresh network namespace holding
-only a downed loopback, when the kernel lets it: ``isolate_network``), caps its
-own address space (RLIMIT_AS), pins every math library to one thread, loads
-its OCR engine once and then serves requests from its end of a
-``multiprocessing`` pipe until it receives ``stop`` or the pipe closes.
+A child is forked by the zygote (``zygote.py``) for one slice of one job: it
+confines itself (``sandbox.confine``), says ``ready``, receives the document
+once (``open``), answers ``page`` requests for that document only, and is
+killed when its slice ends. It never sees a second document, so nothing of one
+tenant's file can reach another tenant's job through it.
 
-Protocol (tuples, pickled by ``Connection.send``):
+Protocol (frames of ``protocol.py``; the parent checks every reply):
 
 parent -> child
-    ("inspect", req_id, pdf_bytes)
-    ("page", req_id, {"doc_id", "pdf" (bytes | None), "index", "mode", "engine",
-                      "drop_after", "forget"})
-    ("stop",)
+    {"op": "open", "id"} + blob: the PDF bytes (once)
+    {"op": "page", "id", "index", "mode", "engine"}
+    {"op": "stop"}
 child -> parent
-    ("ready", pid, engines, network)          once, after warming up; network:
-                                               "netns" | "userns+netns" | "off" |
-                                               "unavailable: <reason>"
-    (req_id, "ok", payload)
-    (req_id, "err", code, message)             code: encrypted_pdf | corrupt_pdf |
-                                               resource_limit | doc_missing |
-                                               unknown_engine | internal_error
+    {"op": "ready", "uid", "seccomp"}                     once, after confinement
+    {"op": "opened", "id", "pages", "encrypted", "active_content"}
+    {"op": "page", "id", "page": {number, source, zoom, rotation, confidence, text, lines}}
+    {"op": "error", "id", "code", "message"}   code: encrypted_pdf | corrupt_pdf |
+        resource_limit | output_limit | unknown_engine | internal_error
 
-Only the standard library is imported at module level: the parent imports this
-module too, and the child must set its thread variables before numpy,
-ONNX Runtime or PDFium are loaded.
+Only the standard library is imported at module level (the zygote pins its
+thread variables before numpy, ONNX Runtime or PDFium load).
 """
 
 from __future__ import annotations
@@ -33,38 +29,23 @@ import math
 import os
 import re
 import signal
-import sys
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-    "OMP_THREAD_LIMIT": "1",
-    "ORT_NUM_THREADS": "1",
-}
+from contrackt.adapters.ocr.protocol import encode, read_frame, write_all
 
-FAULT_ENGINES = ("crash", "hang", "oom")
-NETWORK_MODES = ("auto", "required", "off")
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
+# Test engines (enabled only by configuration): misbehave on purpose.
+FAULT_ENGINES = ("crash", "hang", "oom", "forge", "oversize", "probe")
 FAULT_ENV = "CONTRACKT_OCR_FAULT_ENGINES"
-
-DOC_CACHE_SIZE = 2
 
 
 @dataclass(frozen=True)
 class ChildConfig:
-    kind: str = "worker"  # worker (loads the engine) | inspect (PDF only)
-    engine: str = "rapidocr"  # loaded (and self-tested) at start-up
-    # other engines this child may serve; each is loaded on its first page
+    kind: str = "worker"  # worker (loads the engine) | inspect (PDF only, tests)
+    engine: str = "rapidocr"  # loaded (and self-tested) by the zygote at start-up
+    # other engines a request may name; the zygote loads each on first use, before forking
     extra_engines: tuple[str, ...] = ()
-    memory_limit_mb: int = 2048
     zoom: float | None = None  # None: the engine's own policy (engines.ENGINES)
     max_pixels: int = 40_000_000
     # rapidocr shrinks anything larger to 2,000 px before detection anyway;
@@ -75,8 +56,8 @@ class ChildConfig:
     model_dirs: tuple[tuple[str, str], ...] = ()  # (engine, folder) overrides
     postcorrect: bool = True  # rapidocr_engine.fix_text (measured: bench --postcorrect-ablation)
     latin: bool = True  # Latin-restricted PP-OCR recognisers (measured: bench --latin-ablation)
-    # auto: leave the network when the kernel allows it; required: refuse to start otherwise
-    network_isolation: str = "auto"
+    max_page_chars: int = 100_000
+    max_lines_per_page: int = 2_000
 
 
 class ChildError(Exception):
@@ -86,89 +67,33 @@ class ChildError(Exception):
         self.message = message
 
 
-# ----------------------------------------------------------------------------- sandbox
-
-
-def isolate_network(unshare: Any = None) -> str:
-    """Move this process into a new, empty network namespace.
-
-    Inside it the only interface is a loopback that is down, so a parser
-    exploit in a hostile PDF cannot reach the host's services, the cloud
-    metadata endpoint or the internet; the pipe to the parent (already open)
-    is unaffected.  Tried as is (needs CAP_SYS_ADMIN, e.g. root), then inside a
-    new user namespace (unprivileged, where the kernel allows user namespaces;
-    the process must still be single-threaded, so this runs first thing).
-    Returns how it was done, or ``"unavailable: <reason>"``.
-    """
-    if unshare is None:
-        if not sys.platform.startswith("linux"):
-            return "unavailable: not Linux"
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-        except OSError:  # pragma: no cover - no C library to call
-            return "unavailable: no C library"
-
-        def libc_unshare(flags: int) -> int:
-            return 0 if libc.unshare(flags) == 0 else ctypes.get_errno() or -1
-
-        unshare = libc_unshare
-    if unshare(CLONE_NEWNET) == 0:
-        return "netns"
-    uid, gid = os.getuid(), os.getgid()
-    err = unshare(CLONE_NEWUSER | CLONE_NEWNET)
-    if err == 0:
-        # keep our own uid/gid inside, so files we own stay ours
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-            try:
-                with open(f"/proc/self/{name}", "w") as fh:
-                    fh.write(text)
-            except OSError:
-                pass
-        return "userns+netns"
-    return f"unavailable: {os.strerror(err) if err > 0 else 'unshare failed'}"
-
-
-def network_policy(mode: str, isolate: Any = isolate_network) -> str:
-    """Apply ``mode`` (auto | required | off); raise if ``required`` cannot be met."""
-    if mode == "off":
-        return "off"
-    status = str(isolate())
-    if mode == "required" and status.startswith("unavailable"):
-        raise RuntimeError(f"OCR network isolation is required but {status}")
-    return status
-
-
-def apply_limits(memory_limit_mb: int) -> None:
-    """Thread variables, address-space cap, no core dumps, die with the parent."""
-    os.environ.update(THREAD_ENV)
-    try:
-        import resource
-
-        if memory_limit_mb > 0:
-            cap = int(memory_limit_mb) * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ImportError, ValueError, OSError):  # pragma: no cover - non-Linux
-        pass
-    # Die with the parent even while busy on a page (PR_SET_PDEATHSIG would
-    # follow the parent *thread* that spawned us, and the pool respawns from
-    # short-lived threads).
-    parent = os.getppid()
-
-    def watch_parent() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(0)
-
-    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
-    # The parent handles Ctrl+C and stops us through the pipe.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 # ----------------------------------------------------------------------------- PDF work
+
+
+def _warm_up_pdf() -> bytes:
+    """A one-page PDF with a text layer, for the zygote to exercise every code path once."""
+    content = b"BT /F1 18 Tf 12 40 Td (Contrackt 2026 ok) Tj ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 240 80] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+WARM_UP_PDF = _warm_up_pdf()
 
 
 def open_pdf(pdf: bytes) -> Any:
@@ -205,15 +130,11 @@ def active_content(doc: Any, pdf: bytes) -> list[str]:
     return found
 
 
-def inspect_pdf(pdf: bytes) -> dict[str, Any]:
+def describe(doc: Any, pdf: bytes) -> dict[str, Any]:
     import pypdfium2 as pdfium
 
-    doc = open_pdf(pdf)
-    try:
-        revision = int(pdfium.raw.FPDF_GetSecurityHandlerRevision(doc.raw))
-        return {"pages": len(doc), "encrypted": revision != -1, "active_content": active_content(doc, pdf)}
-    finally:
-        doc.close()
+    revision = int(pdfium.raw.FPDF_GetSecurityHandlerRevision(doc.raw))
+    return {"pages": len(doc), "encrypted": revision != -1, "active_content": active_content(doc, pdf)}
 
 
 def render_zoom(width_pt: float, height_pt: float, zoom: float, max_pixels: int, max_side: int) -> float:
@@ -228,14 +149,25 @@ def render_zoom(width_pt: float, height_pt: float, zoom: float, max_pixels: int,
     return z
 
 
+def _num(value: Any) -> float:
+    """A plain, finite float (numpy scalars and NaN never reach the wire)."""
+    v = float(value)
+    return v if math.isfinite(v) else 0.0
+
+
+def _conf(value: Any) -> float:
+    return min(1.0, max(0.0, _num(value)))
+
+
 class PageWorker:
-    """Holds the engines and a tiny cache of open documents."""
+    """Holds the engines (loaded once, in the zygote) and, in a child, its one document."""
 
     def __init__(self, config: ChildConfig) -> None:
         self.config = config
         self.loaded: dict[str, Any] = {}
         self.orienter: Any = None
-        self.docs: OrderedDict[str, tuple[Any, bytes]] = OrderedDict()
+        self.doc: Any = None
+        self.pdf: bytes | None = None
 
     @property
     def engine(self) -> Any:
@@ -248,18 +180,42 @@ class PageWorker:
         return names
 
     def load(self) -> None:
-        import pypdfium2  # noqa: F401 - load PDFium before the first request
+        """Load the default engine and run every code path a child will take once, on a
+        small built-in PDF (in the zygote: a confined child may not be able to read the
+        installation any more, so nothing may be left to import lazily)."""
+        import numpy  # noqa: F401
+        import pypdfium2  # noqa: F401
 
-        if self.config.kind != "worker":
-            return
-        self.get_engine(self.config.engine)
-        if self.config.orientation:
-            try:
-                from contrackt.adapters.ocr.orientation import OrientationDetector
+        from contrackt.adapters.ocr import rapidocr_engine, textlayer  # noqa: F401
 
-                self.orienter = OrientationDetector()
-            except Exception:
-                self.orienter = None
+        for codec in ("utf-16-le", "utf-16", "utf-32-le", "latin-1", "cp1252"):
+            "x".encode(codec).decode(codec)
+        if self.config.kind == "worker":
+            self.get_engine(self.config.engine)
+            if self.config.orientation:
+                try:
+                    from contrackt.adapters.ocr.orientation import OrientationDetector
+
+                    self.orienter = OrientationDetector()
+                except Exception:
+                    self.orienter = None
+        self.warm_up(self.config.engine if self.config.kind == "worker" else None)
+
+    def prepare(self, name: str) -> None:
+        """Load ``name`` (zygote, on first use) and take its whole page path once."""
+        if name not in self.loaded:
+            self.get_engine(name)
+            self.warm_up(name)
+
+    def warm_up(self, engine: str | None) -> None:
+        doc = open_pdf(WARM_UP_PDF)
+        try:
+            describe(doc, WARM_UP_PDF)
+            self._page(doc, 0, "text", self.config.engine)
+            if engine is not None:
+                self._page(doc, 0, "ocr", engine)
+        finally:
+            doc.close()
 
     def get_engine(self, name: str) -> Any:
         """The engine ``name``, loaded (and self-tested) on first use."""
@@ -277,47 +233,26 @@ class PageWorker:
         self.loaded[name] = engine
         return engine
 
-    # -- documents -------------------------------------------------------------
+    # -- the document ------------------------------------------------------------
 
-    def forget(self, doc_id: str) -> None:
-        entry = self.docs.pop(doc_id, None)
-        if entry is not None:
-            entry[0].close()
-
-    def document(self, doc_id: str, pdf: bytes | None) -> Any:
-        entry = self.docs.get(doc_id)
-        if entry is not None:
-            self.docs.move_to_end(doc_id)
-            return entry[0]
-        if pdf is None:
-            raise ChildError("doc_missing", "document not cached")
+    def open(self, pdf: bytes) -> dict[str, Any]:
+        if self.doc is not None:
+            raise ChildError("internal_error", "a child reads one document only")
         doc = open_pdf(pdf)
-        self.docs[doc_id] = (doc, pdf)
-        while len(self.docs) > DOC_CACHE_SIZE:
-            _, (old, _) = self.docs.popitem(last=False)
-            old.close()
-        return doc
+        self.doc, self.pdf = doc, pdf
+        return describe(doc, pdf)
 
-    # -- pages -----------------------------------------------------------------
-
-    def page(self, req: dict[str, Any]) -> dict[str, Any]:
-        for doc_id in req.get("forget") or ():
-            self.forget(doc_id)
-        engine = req["engine"]
+    def page(self, index: int, mode: str, engine: str) -> dict[str, Any]:
+        if self.doc is None or self.pdf is None:
+            raise ChildError("internal_error", "no document is open")
         if engine in FAULT_ENGINES and self.config.fault_engines:
-            _fault(engine)
-        doc_id = req["doc_id"]
-        doc = self.document(doc_id, req.get("pdf"))
-        try:
-            return self._page(doc, int(req["index"]), str(req["mode"]), str(engine))
-        finally:
-            if req.get("drop_after"):
-                self.forget(doc_id)
+            return _fault(engine, self.pdf, index)
+        return self._page(self.doc, index, mode, engine)
 
     def _page(self, doc: Any, index: int, mode: str, engine: str) -> dict[str, Any]:
         import pypdfium2 as pdfium
 
-        from contrackt.adapters.ocr.textlayer import extract_text_layer
+        from contrackt.adapters.ocr.textlayer import TextLimitExceeded, extract_text_layer
 
         try:
             page = doc[index]
@@ -325,9 +260,16 @@ class PageWorker:
             raise ChildError("corrupt_pdf", "A page could not be read") from None
         try:
             if mode != "ocr":
-                layer = extract_text_layer(page)
+                try:
+                    layer = extract_text_layer(
+                        page, max_chars=self.config.max_page_chars, max_lines=self.config.max_lines_per_page
+                    )
+                except TextLimitExceeded as exc:
+                    raise ChildError("output_limit", str(exc)) from None
                 if layer.meaningful or mode == "text":
-                    lines = [{"text": ln.text, "confidence": 1.0, "bbox": list(ln.bbox)} for ln in layer.lines]
+                    lines = [
+                        {"text": ln.text, "confidence": 1.0, "bbox": [_num(v) for v in ln.bbox]} for ln in layer.lines
+                    ]
                     return {
                         "number": index + 1,
                         "source": "text_layer",
@@ -337,9 +279,12 @@ class PageWorker:
                         "text": "\n".join(ln.text for ln in layer.lines),
                         "lines": lines,
                     }
-            return self.ocr_page(page, index, engine)
+            out = self.ocr_page(page, index, engine)
         finally:
             page.close()
+        if len(out["lines"]) > self.config.max_lines_per_page or len(out["text"]) > self.config.max_page_chars:
+            raise ChildError("output_limit", "the page's text is over the output caps")
+        return out
 
     def ocr_page(self, page: Any, index: int, engine_name: str) -> dict[str, Any]:
         """OCR one page with ``engine_name``'s render policy (zoom, low-confidence retry)."""
@@ -406,22 +351,22 @@ class PageWorker:
         def points(box: tuple[float, float, float, float]) -> list[float]:
             if rotation:
                 box = _unrotate_box(box, rotation, w_px, h_px)
-            return [v / zoom for v in box]
+            return [_num(v / zoom) for v in box]
 
         for ln in lines:
-            entry: dict[str, Any] = {"text": ln.text, "confidence": float(ln.confidence), "bbox": points(ln.bbox)}
+            entry: dict[str, Any] = {"text": ln.text, "confidence": _conf(ln.confidence), "bbox": points(ln.bbox)}
             if ln.words:
-                entry["words"] = [{"text": t, "confidence": c, "bbox": points(b)} for t, c, b in ln.words]
+                entry["words"] = [{"text": t, "confidence": _conf(c), "bbox": points(b)} for t, c, b in ln.words]
             out_lines.append(entry)
         weight = sum(len(ln.text) for ln in lines)
         conf = sum(ln.confidence * len(ln.text) for ln in lines) / weight if weight else 0.0
         out.update(
-            rotation=rotation,
-            confidence=float(conf),
+            rotation=int(rotation),
+            confidence=_conf(conf),
             text="\n".join(ln.text for ln in lines),
             lines=out_lines,
         )
-        return out, rotation
+        return out, int(rotation)
 
 
 def _rotate(image: Any, rotation: int) -> Any:
@@ -451,8 +396,20 @@ def _unrotate_box(
     return (min(xs), min(ys), max(xs), max(ys))
 
 
-def _fault(engine: str) -> None:
-    """Test engines (enabled only by configuration): misbehave on purpose."""
+# ----------------------------------------------------------------------------- faults (tests)
+
+
+def _marker(pdf: bytes, name: bytes) -> bytes:
+    start = pdf.find(b"%" + name + b":")
+    if start < 0:
+        return b""
+    start += len(name) + 2
+    end = pdf.find(b"\n", start)
+    return pdf[start : end if end >= 0 else len(pdf)].strip()
+
+
+def _fault(engine: str, pdf: bytes, index: int) -> dict[str, Any]:
+    """Act as a child taken over by a hostile document would (tests only)."""
     if engine == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
     elif engine == "hang":
@@ -460,59 +417,106 @@ def _fault(engine: str) -> None:
     elif engine == "oom":
         hog = [bytearray(64 * 1024 * 1024) for _ in range(1024)]
         del hog
+    elif engine == "forge":
+        # A pickle that would run a shell command in whoever unpickles it, written raw
+        # onto the reply pipe (an unpickling parent would execute it).
+        target = _marker(pdf, b"FORGE").decode() or "/nonexistent/contrackt-forged"
+        payload = b"cos\nsystem\n(S'touch " + target.encode() + b"'\ntR."
+        raise _RawReply(payload)
+    elif engine == "oversize":
+        raise _RawReply((0x7FFFFFFF).to_bytes(4, "big") + b"{")
+    elif engine == "probe":
+        import json
+
+        targets = json.loads(_marker(pdf, b"PROBE") or b"[]")
+        text = json.dumps(probe(targets), sort_keys=True)
+        return {
+            "number": index + 1,
+            "source": "text_layer",
+            "zoom": None,
+            "rotation": 0,
+            "confidence": 1.0,
+            "text": text,
+            "lines": [],
+        }
+    raise ChildError("internal_error", "unknown fault")
 
 
-# ----------------------------------------------------------------------------- main loop
+class _RawReply(Exception):
+    def __init__(self, data: bytes) -> None:
+        super().__init__("raw reply")
+        self.data = data
 
 
-def child_main(conn: Any, config: ChildConfig) -> None:
-    """Entry point of a child process (``multiprocessing`` target)."""
-    try:
-        network = network_policy(config.network_isolation)
-    except RuntimeError as exc:
-        conn.send(("failed", os.getpid(), str(exc)))
-        os._exit(3)
-    apply_limits(config.memory_limit_mb)
-    worker = PageWorker(config)
-    try:
-        worker.load()
-    except BaseException as exc:
+def probe(paths: list[str]) -> dict[str, Any]:
+    """What this process can reach: files, the network, other programs and processes."""
+    import socket
+    import subprocess
+
+    def attempt(fn: Any) -> str:
         try:
-            conn.send(("failed", os.getpid(), f"{type(exc).__name__}: {exc}"))
-        finally:
-            os._exit(3)
-    conn.send(("ready", os.getpid(), worker.engines(), network))
+            fn()
+            return "allowed"
+        except OSError as exc:
+            return errno_name(exc.errno)
+        except Exception as exc:
+            return type(exc).__name__
+
+    out: dict[str, Any] = {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid()}
+    out["environ"] = sorted(os.environ)
+    out["files"] = {path: attempt(lambda p=path: open(p, "rb").close()) for path in paths}
+    out["socket"] = attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())
+    out["unix_socket"] = attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close())
+    out["exec"] = attempt(lambda: subprocess.run(["/bin/true"], check=False))
+    out["fork"] = attempt(lambda: os.waitpid(os.fork() or os._exit(0), 0))  # type: ignore[func-returns-value]
+    out["signal_parent"] = attempt(lambda: os.kill(os.getppid(), 0))
+    out["write_tmp"] = attempt(lambda: open(f"/tmp/contrackt-probe-{os.getpid()}", "wb").close())  # noqa: S108
+    return out
+
+
+def errno_name(number: int | None) -> str:
+    import errno
+
+    return errno.errorcode.get(number or 0, str(number))
+
+
+# ----------------------------------------------------------------------------- the serve loop
+
+
+def serve(fd_in: int, fd_out: int, worker: PageWorker, status: dict[str, str]) -> None:
+    """Answer the parent's requests for one document until ``stop`` or end of file."""
+    write_all(fd_out, encode({"op": "ready", **status}))
     while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            break
-        except MemoryError:
-            os._exit(4)
-        if not isinstance(msg, tuple) or not msg or msg[0] == "stop":
-            break
-        op, req_id = msg[0], msg[1]
+        frame = read_frame(fd_in)
+        if frame is None:
+            return
+        header, blob = frame
+        op, req_id = header.get("op"), header.get("id")
+        if op == "stop":
+            return
         fatal = False
         try:
-            if op == "inspect":
-                reply: tuple[Any, ...] = (req_id, "ok", inspect_pdf(msg[2]))
+            if op == "open":
+                reply: dict[str, Any] = {"op": "opened", "id": req_id, **worker.open(blob)}
             elif op == "page":
-                reply = (req_id, "ok", worker.page(msg[2]))
+                page = worker.page(int(header["index"]), str(header["mode"]), str(header["engine"]))
+                reply = {"op": "page", "id": req_id, "page": page}
             else:
-                reply = (req_id, "err", "internal_error", f"unknown op {op!r}")
+                reply = {"op": "error", "id": req_id, "code": "internal_error", "message": "unknown request"}
+        except _RawReply as raw:
+            write_all(fd_out, raw.data)
+            return
         except ChildError as exc:
-            reply = (req_id, "err", exc.code, exc.message)
+            reply = {"op": "error", "id": req_id, "code": exc.code, "message": exc.message[:200]}
         except MemoryError:
-            reply = (req_id, "err", "resource_limit", "The document exceeded the memory limit")
-            fatal = True
+            reply = {"op": "error", "id": req_id, "code": "resource_limit", "message": "over the memory limit"}
+            fatal = True  # the heap may be in a bad state
         except Exception as exc:
-            reply = (req_id, "err", "internal_error", type(exc).__name__)
+            reply = {"op": "error", "id": req_id, "code": "internal_error", "message": type(exc).__name__}
         try:
-            conn.send(reply)
-        except (OSError, MemoryError):
-            os._exit(5)
+            out = encode(reply)
+        except (TypeError, ValueError):
+            out = encode({"op": "error", "id": req_id, "code": "internal_error", "message": "unencodable reply"})
+        write_all(fd_out, out)
         if fatal:
-            # The heap may be in a bad state: let the parent start a fresh child.
             os._exit(6)
-    for doc_id in list(worker.docs):
-        worker.forget(doc_id)
