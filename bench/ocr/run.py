@@ -165,18 +165,6 @@ def build_sets(corpus: Path, quick: bool, only: list[str] | None) -> list[DocSet
 # ----------------------------------------------------------------------------- ours
 
 
-def peak_rss_mb(pids: list[int]) -> float | None:
-    peaks = []
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks.append(int(line.split()[1]) / 1024)
-        except OSError:
-            continue
-    return max(peaks) if peaks else None
-
-
 async def run_engine(
     engine: str,
     sets: list[DocSet],
@@ -199,7 +187,7 @@ async def run_engine(
             result = await pool.extract(pdf, ExtractOptions(mode=s.mode))
             wall = time.perf_counter() - t0
             hyps = [p.text for p in result.pages]
-            rows.append(_row(engine, s, hyps, wall, workers, peak_rss_mb(pool.child_pids()), result.pages))
+            rows.append(_row(engine, s, hyps, wall, workers, pool.peak_child_rss_kb / 1024, result.pages))
     finally:
         await pool.close()
     return rows
@@ -240,7 +228,7 @@ async def text_layer_speed(corpus: Path, workers: int) -> Row:
             t0 = time.perf_counter()
             result = await pool.extract(pdf, ExtractOptions())
             best = max(best, len(result.pages) / (time.perf_counter() - t0))
-        rss = peak_rss_mb(pool.child_pids())
+        rss = pool.peak_child_rss_kb / 1024
     finally:
         await pool.close()
     n = len(result.pages)
