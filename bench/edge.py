@@ -2,11 +2,11 @@
 
 A probe asks ``GET /v1/health/live`` every 100 ms for the whole attack; its latency is how long
 the server's event loop was unavailable.  At the same time ``--slow`` connections each send a
-few body bytes a second (half raw, half multipart), and one ``--parts-mb`` multipart body made
-only of empty parts is posted in one go.
+few body bytes a second (half raw, half multipart), and ``--parts`` multipart bodies of
+``--parts-mb`` MiB each, made only of empty parts, are posted as fast as the server reads.
 
     .venv/bin/python -m bench.edge --url http://127.0.0.1:8000 --api-key ctk_... [--slow 50]
-        [--parts-mb 50] [--max-seconds 30] [--json out.json]
+        [--parts-mb 50] [--parts 1] [--max-seconds 30] [--json out.json]
 
 Raw sockets on purpose: an HTTP client library would not send a body a few bytes at a time, and
 would lose an early answer (408/413 before the body is complete) to a broken pipe.
@@ -214,7 +214,9 @@ def probe(url: str, stop: threading.Event, report: Report, interval: float = 0.1
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
 
-def attack(url: str, api_key: str, *, slow: int = 50, parts_mb: float = 50, max_seconds: float = 30) -> Report:
+def attack(
+    url: str, api_key: str, *, slow: int = 50, parts_mb: float = 50, parts: int = 1, max_seconds: float = 30
+) -> Report:
     """Run the whole attack against ``url`` (bounded by ``max_seconds``) and report."""
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
@@ -242,7 +244,7 @@ def attack(url: str, api_key: str, *, slow: int = 50, parts_mb: float = 50, max_
     for t in threads:
         t.start()
     time.sleep(0.5)  # the slow ones are in; now the big body
-    if parts_mb > 0:
+    for _ in range(parts if parts_mb > 0 else 0):
         threads.append(threading.Thread(target=run_parts, daemon=True))
         threads[-1].start()
     for t in threads:
@@ -258,11 +260,14 @@ def main() -> None:
     ap.add_argument("--url", default="http://127.0.0.1:8000")
     ap.add_argument("--api-key", required=True)
     ap.add_argument("--slow", type=int, default=50)
-    ap.add_argument("--parts-mb", type=float, default=50)
+    ap.add_argument("--parts-mb", type=float, default=50, help="size of each body of empty parts (0: none)")
+    ap.add_argument("--parts", type=int, default=1, help="bodies of empty parts sent at once")
     ap.add_argument("--max-seconds", type=float, default=30)
     ap.add_argument("--json", dest="json_path", default=None)
     args = ap.parse_args()
-    report = attack(args.url, args.api_key, slow=args.slow, parts_mb=args.parts_mb, max_seconds=args.max_seconds)
+    report = attack(
+        args.url, args.api_key, slow=args.slow, parts_mb=args.parts_mb, parts=args.parts, max_seconds=args.max_seconds
+    )
     summary = report.summary()
     print(json.dumps(summary, indent=2))
     if args.json_path:

@@ -32,7 +32,7 @@ from contrackt.domain.errors import (
 
 MULTIPART_OVERHEAD = 64 * 1024
 BATCH_BYTES = 1024 * 1024  # bytes handed to the parser thread at once
-PARSER_THREADS = 2  # multipart parsing never takes more than this many threads, whatever the load
+PARSER_THREADS = 1  # pure Python holds the GIL: more threads would not parse faster, only contend with the loop
 RAW_TYPES = ("application/pdf", "application/octet-stream", "")
 
 

@@ -90,9 +90,6 @@ class JobWatcher:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
-    def __len__(self) -> int:
-        return len(self._subs)
-
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="contrackt-job-watcher")
