@@ -359,3 +359,5 @@ async def test_metrics_off_or_on_a_listener_of_their_own(tmp_path: Path) -> None
         assert s.connect_ex(("127.0.0.1", port)) != 0
     with pytest.raises(ValueError, match="METRICS_LISTEN"):
         create_app(embedded_settings(tmp_path / "bad", metrics_listen="somewhere"))
+    with pytest.raises(ValueError, match="TRUSTED_PROXIES"):
+        create_app(embedded_settings(tmp_path / "bad", trusted_proxies="the load balancer"))

@@ -25,6 +25,8 @@ def docs_options(settings: Settings) -> dict[str, Any]:
 
 
 def metrics_on_public_port(settings: Settings) -> bool:
+    """Also checks the edge's settings, so a bad value fails when the app is created."""
+    parse_trusted(settings.trusted_proxies)
     return parse_listen(settings.metrics_listen) == "public"
 
 

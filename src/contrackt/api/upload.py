@@ -5,7 +5,7 @@ Starlette's form parser spools large files to a temporary directory in clear
 text; a document must never rest unencrypted, so multipart is parsed here, in
 memory.  The multipart parser is pure Python and costs about 3 s of CPU for a
 50 MB body of empty parts, so it never runs on the event loop: the loop only
-gathers bytes, and batches of about 1 MiB are parsed in a small thread pool.
+gathers bytes, and batches of about 1 MiB are parsed in a worker thread.
 """
 
 from __future__ import annotations
