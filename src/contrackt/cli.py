@@ -65,6 +65,9 @@ def serve(host: str, port: int) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        # The client address is the TCP peer; X-Forwarded-For is weighed by the app
+        # itself, only from CONTRACKT_TRUSTED_PROXIES (uvicorn would trust 127.0.0.1).
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
 
@@ -86,6 +89,9 @@ def api(host: str, port: int) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        # The client address is the TCP peer; X-Forwarded-For is weighed by the app
+        # itself, only from CONTRACKT_TRUSTED_PROXIES (uvicorn would trust 127.0.0.1).
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
 

@@ -15,3 +15,5 @@ JOB_SECONDS = Histogram(
 HTTP_REQUESTS = Counter("contrackt_http_requests_total", "HTTP requests", ["route", "status"])
 REJECTED = Counter("contrackt_requests_rejected_total", "Requests refused", ["code"])
 QUEUE_DEPTH = Gauge("contrackt_queue_depth", "Messages waiting or in flight on the job queue (read at scrape time)")
+UPLOADS_IN_PROGRESS = Gauge("contrackt_uploads_in_progress", "Request bodies being read or sealed (this API process)")
+STREAMS_OPEN = Gauge("contrackt_event_streams_open", "Open job event streams (this API process)")

@@ -74,10 +74,16 @@ class Settings(BaseSettings):
     # The edge
     body_timeout_seconds: float = 60.0  # whole request body, else 408 body_timeout
     max_multipart_parts: int = 16
-    max_concurrent_uploads: int = 16  # bodies being read at once, per API process (503 beyond)
+    # bodies being read and sealed at once, per API process (503 beyond); each holds up to
+    # max_upload_mb, twice that while sealing: 8 x 50 MB fits the API pod's 1 GiB (ADR 0008)
+    max_concurrent_uploads: int = 8
     max_uploads_per_key: int = 4  # bodies being read at once, per API key (429 beyond)
     max_streams_per_key: int = 8  # open event streams per API key (429 beyond)
     auth_failure_limit: str = "20/minute"  # failed authentications per client address (429 beyond)
+    # proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed; default none
+    trusted_proxies: str = ""
+    # HMAC key for client addresses in the rate limiter; unset: a random key per process
+    client_hash_key: SecretStr | None = None
     # /metrics: public (on the API listener) | off | host:port (a separate listener)
     metrics_listen: str = "public"
     public_docs: bool = True  # /docs, /redoc and /openapi.json on the API listener

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, Response
 
 from contrackt import __version__
 from contrackt.api import errors
+from contrackt.api.edge import Edge, docs_options, metrics_on_public_port
 from contrackt.api.routes import events, extract, health, jobs, metrics, receipts
 from contrackt.bootstrap import Container, build
 from contrackt.metrics import HTTP_REQUESTS
@@ -31,6 +32,7 @@ def create_app(
     worker_factory: Callable[[Container], WorkerRuntime] | None = None,
 ) -> FastAPI:
     """``run_worker``: also consume jobs in this process (``contrackt serve``)."""
+    settings = settings or (container.settings if container is not None else Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,6 +42,8 @@ def create_app(
 
             await asyncio.to_thread(upgrade, c.settings.db_url)
         app.state.container = c
+        app.state.edge = edge = Edge.build(c)
+        await edge.start()
         runtime: WorkerRuntime | None = None
         relay: asyncio.Task[None] | None = None
         if run_worker:
@@ -53,6 +57,7 @@ def create_app(
         try:
             yield
         finally:
+            await edge.stop()
             if runtime is not None:
                 await runtime.stop(c.settings.shutdown_grace_seconds)
             if relay is not None:
@@ -66,10 +71,13 @@ def create_app(
         version=__version__,
         summary="Private document extraction: upload a PDF, get its text.",
         lifespan=lifespan,
+        **docs_options(settings),
     )
     errors.install(app)
-    for module in (extract, jobs, events, health, metrics):
+    for module in (extract, jobs, events, health):
         app.include_router(module.router)
+    if metrics_on_public_port(settings):
+        app.include_router(metrics.router)
     app.include_router(receipts.router)
 
     @app.middleware("http")

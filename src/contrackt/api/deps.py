@@ -1,4 +1,4 @@
-"""Request dependencies: the container, the caller (API key), rate limits."""
+"""Request dependencies: the container, the edge, the caller (API key, failures throttled), rate limits."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
+from contrackt.api.edge import Edge
 from contrackt.bootstrap import Container
 from contrackt.domain.errors import InvalidRequest, RateLimited, Unauthorized
 from contrackt.domain.tenants import Principal
@@ -21,13 +22,24 @@ def container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(container)]
 
 
-async def principal(request: Request, c: ContainerDep) -> Principal:
+def edge(request: Request) -> Edge:
+    e: Edge = request.app.state.edge
+    return e
+
+
+EdgeDep = Annotated[Edge, Depends(edge)]
+
+
+async def principal(request: Request, c: ContainerDep, e: EdgeDep) -> Principal:
     if "api_key" in request.query_params or "apikey" in request.query_params:
         # Keys in URLs end up in proxy logs and browser history.
         raise InvalidRequest("Send the API key in the X-API-Key header, never in the URL")
+    client = e.auth.client(request)
+    e.auth.check(client)  # an address over its failure limit gets 429 before any key is looked at
     try:
         return await c.tenants.authenticate(request.headers.get("x-api-key"))
     except Unauthorized:
+        await e.auth.failed(client)  # 429 instead of 401 once over the limit
         raise Unauthorized("A valid API key is required in the X-API-Key header") from None
 
 

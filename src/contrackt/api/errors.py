@@ -31,12 +31,13 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 _PROBLEM_DESCRIPTIONS = {
     401: "A valid API key is required (X-API-Key)",
     404: "No such job (another tenant's job answers the same)",
+    408: "The request body did not arrive within the body timeout",
     409: "The job has not finished, or failed",
     410: "The result has expired or was purged",
-    413: "The upload, or its page count, is over the limit",
+    413: "The upload, its number of parts, or its page count is over the limit",
     415: "The upload is not a PDF",
     422: "The request is invalid",
-    429: "Over the rate limit for this API key (see Retry-After)",
+    429: "Over a rate limit or a concurrency cap for this API key or address (see Retry-After)",
     503: "Overloaded; retry after Retry-After seconds",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}

@@ -36,6 +36,10 @@ class UploadTooLarge(ContracktError):
     status, code, title = 413, "upload_too_large", "The upload exceeds the size limit"
 
 
+class TooManyParts(ContracktError):
+    status, code, title = 413, "too_many_parts", "The multipart body has more parts than allowed"
+
+
 class TooManyPages(ContracktError):
     status, code, title = 413, "too_many_pages", "The document has more pages than allowed"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -120,6 +121,14 @@ class SqlApiKeyRepository(_Repo):
         row = (await self.conn.execute(api_keys.select().where(api_keys.c.prefix == prefix))).first()
         return _api_key(row._mapping) if row else None
 
+    async def active_ids(self, key_ids: Sequence[str]) -> set[str]:
+        if not key_ids:
+            return set()
+        rows = await self.conn.execute(
+            sa.select(api_keys.c.id).where(api_keys.c.id.in_(list(key_ids)), api_keys.c.revoked_at.is_(None))
+        )
+        return {str(r[0]) for r in rows}
+
     async def list(self, tenant_id: str) -> list[ApiKey]:
         rows = await self.conn.execute(
             api_keys.select().where(api_keys.c.tenant_id == tenant_id).order_by(api_keys.c.created_at)
@@ -184,6 +193,12 @@ class SqlJobRepository(_Repo):
     async def get(self, tenant_id: str, job_id: str) -> Job | None:
         row = (await self.conn.execute(jobs.select().where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id))).first()
         return _job(row._mapping) if row else None
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        if not job_ids:
+            return []
+        rows = await self.conn.execute(jobs.select().where(jobs.c.id.in_(list(job_ids))))
+        return [_job(r._mapping) for r in rows]
 
     async def find_by_idempotency(self, tenant_id: str, key_hash: str) -> Job | None:
         row = (

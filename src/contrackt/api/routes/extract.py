@@ -7,10 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from contrackt.api.deps import ContainerDep, ExtractCaller, rate_headers
+from contrackt.api.deps import ContainerDep, EdgeDep, ExtractCaller, rate_headers
 from contrackt.api.errors import problems
-from contrackt.api.upload import check_declared_length, read_multipart_file, read_raw
-from contrackt.domain.errors import NotAPdf
+from contrackt.api.upload import check_declared_length, closing_on_error, read_body
 from contrackt.metrics import JOBS_SUBMITTED
 
 router = APIRouter()
@@ -25,7 +24,7 @@ def job_links(job_id: str) -> dict[str, str]:
     "/v1/extract",
     status_code=202,
     summary="Submit a PDF for extraction",
-    responses={202: {"description": "Accepted"}, **problems(409, 413, 415, 503)},
+    responses={202: {"description": "Accepted"}, **problems(408, 409, 413, 415, 503)},
     openapi_extra={
         "requestBody": {
             "content": {
@@ -46,25 +45,23 @@ async def extract(
     request: Request,
     caller: ExtractCaller,
     c: ContainerDep,
+    e: EdgeDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     engine: Annotated[str | None, Query(max_length=32)] = None,
     mode: Annotated[str, Query(pattern="^(auto|ocr|text)$")] = "auto",
     delete_on_read: bool | None = None,
 ) -> JSONResponse:
-    cap = c.settings.max_upload_bytes
-    check_declared_length(request.headers.get("content-length"), cap)
-    await c.intake.check_capacity()
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        data = await read_multipart_file(request.stream(), content_type, cap)
-    elif content_type.split(";")[0].strip() in ("application/pdf", "application/octet-stream", ""):
-        data = await read_raw(request.stream(), cap)
-    else:
-        raise NotAPdf("Send multipart/form-data with a 'file' field, or an application/pdf body")
-    accepted = await c.intake.submit(
-        caller, data, idempotency_key=idempotency_key, engine=engine, mode=mode, delete_on_read=delete_on_read
-    )
+    # The upload slot is held while the body is read and sealed: the bytes of at most
+    # CONTRACKT_MAX_CONCURRENT_UPLOADS documents are in this process's memory at once.
+    # Any refusal closes the connection, so an unread body is never read.
+    with closing_on_error(), e.admission.upload(caller.api_key_id):
+        check_declared_length(request.headers.get("content-length"), e.body.max_bytes)
+        await c.intake.check_capacity()
+        data = await read_body(request.stream(), request.headers.get("content-type", ""), e.body)
+        accepted = await c.intake.submit(
+            caller, data, idempotency_key=idempotency_key, engine=engine, mode=mode, delete_on_read=delete_on_read
+        )
     if not accepted.replayed:
         JOBS_SUBMITTED.inc()
     job = accepted.job
