@@ -197,10 +197,23 @@ async def prepare(home: Path, megabytes: float, results_url: str) -> dict[str, A
         body = {"job_id": jobs["streamed"], **big.to_dict()}
         return {
             "api_key": key.api_key,
+            "tenant_id": key.tenant_id,
             **jobs,
             "stored_bytes": len(stored),
             "json_bytes": len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()),
         }
+    finally:
+        await c.close()
+
+
+async def cleanup(home: Path, results_url: str, info: dict[str, Any]) -> None:
+    """Delete the stored results (a shared Redis would keep them for their TTL otherwise)."""
+    from contrackt.bootstrap import build
+
+    c = build(_settings(home, results_url))
+    try:
+        for name in ("streamed", "legacy", "streamed_warmup", "legacy_warmup"):
+            await c.results.delete(info["tenant_id"], info[name])
     finally:
         await c.close()
 
@@ -273,17 +286,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ctk-bench-results-") as tmp:
         home = Path(tmp) / "home"
         info = asyncio.run(prepare(home, args.mb, args.results_url))
-        print(
-            f"result JSON {info['json_bytes'] / MB:.1f} MB, stored object (JSON + text, sealed) "
-            f"{info['stored_bytes'] / MB:.1f} MB, results {args.results_url}, format={args.format}, "
-            f"cpus={os.cpu_count()}, load average {os.getloadavg()[0]:.2f}"
-        )
-        rows = []
-        for way in ("legacy", "streamed"):
-            base = [str(home), info[way], info[f"{way}_warmup"], info["api_key"], args.format]
-            timed = run_child(["--results-url", args.results_url, "--child", *base, "0"])
-            traced = run_child(["--results-url", args.results_url, "--child", *base, "1"])
-            rows.append({"way": way, **timed, "traced_peak_mb": traced["traced_peak_mb"]})
+        try:
+            rows = measure(home, args, info)
+        finally:
+            asyncio.run(cleanup(home, args.results_url, info))
         print(
             f"{'way':<10}{'status':>7}{'body MB':>9}{'first byte ms':>15}{'total s':>9}{'RSS peak +MB':>14}"
             f"{'traced peak MB':>16}"
@@ -294,7 +300,24 @@ def main() -> None:
                 f"{r['total_s']:>9.2f}{r['rss_peak_above_start_mb']:>14.1f}{r['traced_peak_mb']:>16.1f}"
             )
         if args.json:
-            args.json.write_text(json.dumps({"info": {k: v for k, v in info.items() if k != "api_key"}, "rows": rows}))
+            public = {k: v for k, v in info.items() if k != "api_key"}
+            args.json.write_text(json.dumps({"info": public, "rows": rows}))
+
+
+def measure(home: Path, args: argparse.Namespace, info: dict[str, Any]) -> list[dict[str, Any]]:
+    """One timed child and one traced child per way."""
+    print(
+        f"result JSON {info['json_bytes'] / MB:.1f} MB, stored object (JSON + text, sealed) "
+        f"{info['stored_bytes'] / MB:.1f} MB, results {args.results_url}, format={args.format}, "
+        f"cpus={os.cpu_count()}, load average {os.getloadavg()[0]:.2f}"
+    )
+    rows = []
+    for way in ("legacy", "streamed"):
+        base = [str(home), info[way], info[f"{way}_warmup"], info["api_key"], args.format]
+        timed = run_child(["--results-url", args.results_url, "--child", *base, "0"])
+        traced = run_child(["--results-url", args.results_url, "--child", *base, "1"])
+        rows.append({"way": way, **timed, "traced_peak_mb": traced["traced_peak_mb"]})
+    return rows
 
 
 if __name__ == "__main__":

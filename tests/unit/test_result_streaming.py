@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import structlog
 from bench.results_stream import PreparedExtractor, big_result, seal_legacy, serve
 from fastapi import FastAPI
 
+from contrackt.adapters.db import tables
 from contrackt.api.app import create_app
 from contrackt.bootstrap import Container
 from contrackt.domain.audit import AuditAction
@@ -132,6 +134,15 @@ async def test_stored_result_has_no_engine_and_is_segmented(http: httpx.AsyncCli
         open_stream(key, t["tenant_id"], job_id, PURPOSE_RESULT, text_stream, context=header.raw)
     with pytest.raises(DecryptionFailed):
         open_result_part(key, t["tenant_id"], str(uuid.uuid4()), stored, "json")
+    # one object per job, so both parts go with one delete (DELETE, delete_on_read, expiry, erase)
+    async with container.uow(t["tenant_id"]) as uow:
+        count = sa.select(sa.func.count()).select_from(tables.results).where(tables.results.c.job_id == job_id)
+        assert (await uow.conn.execute(count)).scalar_one() == 1
+    assert (await http.delete(f"/v1/jobs/{job_id}", headers=auth(t))).status_code == 200
+    async with container.uow(t["tenant_id"]) as uow:
+        assert (await uow.conn.execute(count)).scalar_one() == 0
+    for fmt in ("json", "text"):
+        assert (await http.get(f"/v1/jobs/{job_id}/result?format={fmt}", headers=auth(t))).status_code == 410
 
 
 async def test_legacy_single_piece_result_is_still_served(http: httpx.AsyncClient, container: Container) -> None:
