@@ -41,8 +41,9 @@ async def get_result(
     format: str = Query("json", pattern="^(json|text)$"),
 ) -> Response:
     # Errors (404/409/410, a bad first segment) are raised before anything is sent. The body is
-    # streamed segment by segment; a failure later breaks the transfer, which the declared
-    # Content-Length (and the missing end of a chunked body) makes visible to the client.
+    # streamed segment by segment; a failure later stops it, and the exact Content-Length makes
+    # that a broken transfer for the client: the server closes the connection short of it. (Without
+    # it, Starlette's BaseHTTPMiddleware would end a chunked body normally: ADR 0010.)
     body = await c.reader.open_result(caller, job_id, "text" if format == "text" else "json")
     headers = {**rate_headers(response), "Content-Length": str(body.length)}
     return StreamingResponse(body.chunks, media_type=body.media_type, headers=headers)
