@@ -12,8 +12,9 @@ from contrackt.domain.jobs import JobStatus
 from contrackt.domain.tenants import Principal
 from contrackt.services import audit
 from contrackt.services import keyring as keyring_module
-from contrackt.services.crypto import PURPOSE_DOCUMENT, PURPOSE_RESULT, fingerprint, key_version_of, open_sealed
+from contrackt.services.crypto import PURPOSE_DOCUMENT, fingerprint, key_version_of, open_sealed
 from contrackt.services.keyring import Keyring
+from contrackt.services.result_object import open_result_part, result_key_version
 from contrackt.settings import Settings
 from tests.fakes import fake_pdf
 from tests.unit.lifecycle_support import process_pending, raw_db
@@ -48,7 +49,7 @@ async def test_erase_shreds_keys_and_leaves_other_tenants_alone(
     # The copies taken before the erase can no longer be opened: the keys are gone, in every process.
     for ring in (c.keyring, Keyring(c.keys, c.uow, c.clock)):
         with pytest.raises(KeyUnavailable):
-            await ring.data_key(a.tenant_id, key_version_of(leftover_result))
+            await ring.data_key(a.tenant_id, result_key_version(leftover_result))
         with pytest.raises(KeyUnavailable):
             await ring.data_key(a.tenant_id, key_version_of(leftover_blob))
         with pytest.raises(KeyUnavailable):
@@ -95,8 +96,8 @@ async def test_erase_shreds_keys_and_leaves_other_tenants_alone(
         await c.tenants.create_key(a.tenant_id)
     sealed_b = await c.results.get(b.tenant_id, theirs.job.id)
     assert sealed_b is not None
-    key_b = await Keyring(c.keys, c.uow, c.clock).data_key(b.tenant_id, key_version_of(sealed_b))
-    assert b"Contrato de B" in open_sealed(key_b, b.tenant_id, theirs.job.id, PURPOSE_RESULT, sealed_b)
+    key_b = await Keyring(c.keys, c.uow, c.clock).data_key(b.tenant_id, result_key_version(sealed_b))
+    assert b"Contrato de B" in open_result_part(key_b, b.tenant_id, theirs.job.id, sealed_b, "json")
     await Keyring(c.keys, c.uow, c.clock).fingerprint_key(b.tenant_id)
 
     # The erase is in A's audit trail; both chains are intact.

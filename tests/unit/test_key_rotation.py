@@ -9,6 +9,7 @@ from contrackt.bootstrap import Container
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.tenants import Principal
 from contrackt.services.crypto import key_version_of
+from contrackt.services.result_object import result_key_version
 from tests.fakes import fake_pdf
 from tests.unit.lifecycle_support import invoke_cli, job_chain, process_pending
 
@@ -23,7 +24,7 @@ async def test_rotation_keeps_old_results_readable(container: Container) -> None
     assert await process_pending(c) == 1
     straddling = await c.intake.submit(p, fake_pdf("recebido em v1, processado em v2"))
     old_result = await c.results.get(tid, old.job.id)
-    assert old_result is not None and key_version_of(old_result) == 1
+    assert old_result is not None and result_key_version(old_result) == 1
     assert key_version_of(await c.blobs.get(straddling.job.blob_key or "")) == 1
 
     assert await c.keyring.rotate(tid) == 2
@@ -35,7 +36,7 @@ async def test_rotation_keeps_old_results_readable(container: Container) -> None
 
     for job_id, received, completed in ((old.job.id, 1, 1), (straddling.job.id, 1, 2), (new.job.id, 2, 2)):
         sealed = await c.results.get(tid, job_id)
-        assert sealed is not None and key_version_of(sealed) == completed
+        assert sealed is not None and result_key_version(sealed) == completed
         body = await c.reader.result(p, job_id)  # every version still decrypts
         assert body["job_id"] == job_id
         rows = {r.event.action: r.event.details for r in await job_chain(c, tid, job_id)}

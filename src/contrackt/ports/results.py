@@ -1,4 +1,4 @@
-"""Port: encrypted results with an expiry."""
+"""Port: encrypted results with an expiry, read whole or in bounded pieces."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ class ResultStore(Protocol):
 
     async def get(self, tenant_id: str, job_id: str) -> bytes | None:
         """The ciphertext, or None when missing or expired."""
+        ...
+
+    async def read(self, tenant_id: str, job_id: str, offset: int, length: int) -> bytes | None:
+        """Up to ``length`` bytes of the ciphertext from ``offset`` (``b""`` past its end), without
+        loading the rest; None when missing or expired. Each call is its own short transaction."""
         ...
 
     async def delete(self, tenant_id: str, job_id: str) -> None: ...

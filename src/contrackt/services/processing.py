@@ -23,9 +23,10 @@ from contrackt.ports.queue import Delivery
 from contrackt.ports.repositories import UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
 from contrackt.services import audit
-from contrackt.services.crypto import PURPOSE_DOCUMENT, PURPOSE_RESULT, key_version_of, open_sealed, seal
+from contrackt.services.crypto import PURPOSE_DOCUMENT, key_version_of, open_sealed
 from contrackt.services.keyring import Keyring
 from contrackt.services.outcomes import fail_job
+from contrackt.services.result_object import seal_result
 
 log = structlog.get_logger("contrackt.processing")
 
@@ -35,11 +36,19 @@ def backoff_seconds(attempt: int) -> float:
 
 
 def result_payload(job_id: str, result: ExtractionResult) -> tuple[bytes, str]:
-    """The stored result document (JSON bytes) and its SHA-256."""
-    body: dict[str, Any] = {"job_id": job_id, **result.to_dict(), "engine": result.engine}
+    """The result JSON as stored and served (DESIGN.md §5), and its ``result_sha256``.
+
+    ``result_sha256`` is the SHA-256 of the UTF-8 bytes of
+    ``json.dumps(body, sort_keys=True, ensure_ascii=False)`` (separators ``", "`` and ``": "``),
+    where ``body`` is the served JSON object without the ``result_sha256`` key: ``job_id``,
+    ``text``, ``pages``, ``confidence_avg``, ``active_content``. A client can recompute it from
+    what it received. The engine is not in the result (it is in the COMPLETED audit row).
+    The stored bytes are compact (``","`` and ``":"``), as the API has always answered.
+    """
+    body: dict[str, Any] = {"job_id": job_id, **result.to_dict()}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     body["result_sha256"] = digest
-    return json.dumps(body, ensure_ascii=False).encode(), digest
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(), digest
 
 
 class ProcessingService:
@@ -151,11 +160,12 @@ class ProcessingService:
     async def _complete(self, delivery: Delivery, job: Job, result: ExtractionResult, seconds: float) -> None:
         payload, digest = result_payload(job.id, result)
         version, key = await self.keyring.current(job.tenant_id)
+        sealed = seal_result(key, version, job.tenant_id, job.id, payload, result.text.encode(), digest)
+        del payload
         now = self.clock.now()
         expires = now + self.result_ttl
-        await self.results.put(
-            job.tenant_id, job.id, seal(key, version, job.tenant_id, job.id, PURPOSE_RESULT, payload), expires
-        )
+        await self.results.put(job.tenant_id, job.id, sealed, expires)
+        del sealed
         async with self.uow(job.tenant_id) as uow:
             moved = await uow.jobs.finish(
                 job.id,

@@ -1,12 +1,16 @@
-"""Reading jobs and results: status, result delivery (DELIVERED), purge on demand."""
+"""Reading jobs and results: status, streamed result delivery (DELIVERED), purge on demand."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from contrackt.domain.audit import AuditAction
-from contrackt.domain.errors import Gone, JobFailed, NotFinished, NotFound
+from contrackt.domain.errors import ContracktError, DecryptionFailed, Gone, JobFailed, NotFinished, NotFound
 from contrackt.domain.ids import parse_id
 from contrackt.domain.jobs import Job, JobStatus
 from contrackt.domain.tenants import Principal
@@ -15,9 +19,36 @@ from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
 from contrackt.services import audit
-from contrackt.services.crypto import PURPOSE_RESULT, key_version_of, open_sealed
+from contrackt.services.crypto import (
+    PURPOSE_RESULT,
+    STREAM_HEADER_SIZE,
+    TAG_SIZE,
+    StreamOpener,
+    key_version_of,
+    open_sealed,
+    stream_key_version,
+)
 from contrackt.services.keyring import Keyring
 from contrackt.services.outcomes import destroy_result, fail_job
+from contrackt.services.result_object import HEADER_SIZE, Part, ResultHeader, is_legacy, part_opener
+
+log = structlog.get_logger("contrackt.results")
+
+READ_BYTES = 1024 * 1024  # the most ciphertext one store read brings into the process while streaming
+MEDIA_TYPES: dict[Part, str] = {"json": "application/json", "text": "text/plain; charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class ResultBody:
+    """A result ready to stream: its media type, its exact length, and its bytes in pieces."""
+
+    media_type: str
+    length: int
+    chunks: AsyncIterator[bytes]
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -60,21 +91,91 @@ class ResultService:
             raise NotFound()
         return job
 
-    async def result(self, principal: Principal, job_id: str) -> dict[str, Any]:
+    async def open_result(self, principal: Principal, job_id: str, part: Part = "json") -> ResultBody:
+        """The result, to be streamed: 404/409/410 and a bad first segment are raised here, before
+        any byte is sent; DELIVERED is recorded here too. A later integrity failure, or the result
+        vanishing meanwhile, raises from ``chunks`` (the caller must break the transfer). With
+        delete_on_read the result is destroyed once the last byte has been handed over."""
         job = await self.job(principal, job_id)
         if job.status is JobStatus.FAILED:
             raise JobFailed(f"The job failed ({job.error_code}); it has no result")
         if job.status is not JobStatus.COMPLETED:
             raise NotFinished(retry_after=1)
-        now = self.clock.now()
-        if job.result_expires_at is not None and job.result_expires_at <= now:
+        if job.result_expires_at is not None and job.result_expires_at <= self.clock.now():
             raise Gone()
+        head = await self.results.read(job.tenant_id, job.id, 0, HEADER_SIZE)
+        if head is None:
+            raise Gone()
+        if is_legacy(head):
+            return await self._legacy(principal, job, part)
+        header = ResultHeader.parse(head)
+        offset, _ = header.span(part)
+        stream_head = await self.results.read(job.tenant_id, job.id, offset, STREAM_HEADER_SIZE)
+        if stream_head is None:
+            raise Gone()
+        key = await self.keyring.data_key(job.tenant_id, stream_key_version(stream_head))
+        opener = part_opener(key, job.tenant_id, job.id, header, part, stream_head)
+        segments = self._segments(job, offset, opener)
+        first = await anext(segments)  # authenticates the header (and so the digest) too
+        await self._delivered(principal, job, header.result_sha256)
+        return ResultBody(MEDIA_TYPES[part], opener.plaintext_length, self._deliver(job, first, segments))
+
+    async def result(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        """The whole result JSON, parsed: for in-process callers and tests. The API streams."""
+        body = await self.open_result(principal, job_id, "json")
+        parsed: dict[str, Any] = json.loads(b"".join([chunk async for chunk in body.chunks]))
+        return parsed
+
+    async def _segments(self, job: Job, offset: int, opener: StreamOpener) -> AsyncIterator[bytes]:
+        """Plaintext segment by segment, reading at most READ_BYTES of ciphertext at a time."""
+        per_read = max(1, READ_BYTES // (opener.segment_size + TAG_SIZE))
+        index = 0
+        while index < opener.segment_count:
+            last = min(opener.segment_count, index + per_read) - 1
+            start, _ = opener.segment_span(index)
+            last_start, last_length = opener.segment_span(last)
+            want = last_start + last_length - start
+            data = await self.results.read(job.tenant_id, job.id, offset + start, want)
+            if data is None:
+                raise Gone()
+            if len(data) != want:
+                raise DecryptionFailed("ciphertext does not belong here or was altered")
+            view = memoryview(data)
+            for i in range(index, last + 1):
+                seg_start, seg_length = opener.segment_span(i)
+                yield opener.open(i, view[seg_start - start : seg_start - start + seg_length])
+            index = last + 1
+
+    async def _deliver(self, job: Job, first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            yield first
+            async for plaintext in rest:
+                yield plaintext
+        except ContracktError as exc:
+            # Nothing after this is sent: the client sees a broken transfer, never a short body.
+            log.error("result.stream.aborted", reason=exc.code)
+            raise
+        if job.delete_on_read:
+            await destroy_result(self.uow, self.results, self.clock, job)
+
+    async def _legacy(self, principal: Principal, job: Job, part: Part) -> ResultBody:
+        """A result stored in one piece before results were streamed (still within its TTL)."""
         sealed = await self.results.get(job.tenant_id, job.id)
         if sealed is None:
             raise Gone()
         key = await self.keyring.data_key(job.tenant_id, key_version_of(sealed))
         body: dict[str, Any] = json.loads(open_sealed(key, job.tenant_id, job.id, PURPOSE_RESULT, sealed))
         body.pop("engine", None)
+        if part == "text":
+            data = str(body["text"]).encode()
+        else:
+            data = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        await self._delivered(principal, job, body.get("result_sha256"))
+        if job.delete_on_read:
+            await destroy_result(self.uow, self.results, self.clock, job)
+        return ResultBody(MEDIA_TYPES[part], len(data), _once(data))
+
+    async def _delivered(self, principal: Principal, job: Job, result_sha256: str | None) -> None:
         async with self.uow(job.tenant_id) as uow:
             await audit.record(
                 uow,
@@ -84,11 +185,8 @@ class ResultService:
                 job_id=job.id,
                 api_key_id=principal.api_key_id,
                 fingerprint=job.fingerprint,
-                result_sha256=body.get("result_sha256"),
+                result_sha256=result_sha256,
             )
-        if job.delete_on_read:
-            await destroy_result(self.uow, self.results, self.clock, job)
-        return body
 
     async def purge(self, principal: Principal, job_id: str) -> Job:
         """DELETE /v1/jobs/{id}: cancel if unfinished, destroy document and result now."""

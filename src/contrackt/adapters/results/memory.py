@@ -18,6 +18,11 @@ class MemoryResultStore:
             return None
         return item[0]
 
+    async def read(self, tenant_id: str, job_id: str, offset: int, length: int) -> bytes | None:
+        _check_range(offset, length)
+        whole = await self.get(tenant_id, job_id)
+        return None if whole is None else whole[offset : offset + length]
+
     async def delete(self, tenant_id: str, job_id: str) -> None:
         self.items.pop((tenant_id, job_id), None)
 
@@ -29,3 +34,8 @@ class MemoryResultStore:
 
     async def close(self) -> None:
         return None
+
+
+def _check_range(offset: int, length: int) -> None:
+    if offset < 0 or length < 1:
+        raise ValueError("offset must be >= 0 and length >= 1")

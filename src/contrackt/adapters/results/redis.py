@@ -34,6 +34,17 @@ class RedisResultStore:
         value: Any = await self.client.get(self._key(tenant_id, job_id))
         return bytes(value) if value is not None else None
 
+    async def read(self, tenant_id: str, job_id: str, offset: int, length: int) -> bytes | None:
+        if offset < 0 or length < 1:
+            raise ValueError("offset must be >= 0 and length >= 1")
+        key = self._key(tenant_id, job_id)
+        # One MULTI/EXEC: GETRANGE alone cannot tell a missing key from reading past the end.
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            pipe.getrange(key, offset, offset + length - 1)
+            exists, value = await pipe.execute()
+        return bytes(value) if exists else None
+
     async def delete(self, tenant_id: str, job_id: str) -> None:
         await self.client.delete(self._key(tenant_id, job_id))
 
