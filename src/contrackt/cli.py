@@ -363,18 +363,18 @@ def receipt() -> None:
     "public_key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="PEM, base64 or the JSON of GET /v1/receipt-key (default: this installation's key under CONTRACKT_HOME)",
+    help="PEM, base64 or the JSON of GET /v1/receipt-key (default: this deployment's key, from its "
+    "database or CONTRACKT_RECEIPT_KEY_FILE)",
 )
 def receipt_verify(file: Path, public_key: Path | None) -> None:
     """Check a deletion receipt's signature offline; exit 0 "valid", or 1 with the reason."""
-    from contrackt.adapters.keys.receipt_signer import RECEIPT_KEY_FILE, load_public_key
     from contrackt.services.receipts import ReceiptInvalid, parse_public_key, verify_receipt
 
     try:
         if public_key is not None:
             raw = parse_public_key(public_key.read_bytes())
         else:
-            local = load_public_key(Settings().home / RECEIPT_KEY_FILE)
+            local = _installation_public_key(Settings())
             if local is None:
                 raise ReceiptInvalid("no public key: pass --public-key (saved from GET /v1/receipt-key)")
             raw = local
@@ -387,6 +387,23 @@ def receipt_verify(file: Path, public_key: Path | None) -> None:
         click.echo(f"invalid: {exc}")
         sys.exit(1)
     click.echo("valid")
+
+
+def _installation_public_key(settings: Settings) -> bytes | None:
+    """This deployment's receipt public key, read without creating anything: the mounted secret,
+    else the key in the database, else (never started since the upgrade) the old per-home file
+    that the first start will adopt."""
+    from contrackt.adapters.keys.ed25519 import raw_public, read_signing_key
+    from contrackt.adapters.keys.receipt_db import LEGACY_KEY_FILE, stored_public_key
+    from contrackt.adapters.keys.receipt_file import FORBIDDEN_MODE
+
+    if settings.receipt_key_file is not None:
+        return raw_public(read_signing_key(settings.receipt_key_file, forbidden_mode=FORBIDDEN_MODE))
+    stored = _run(lambda: stored_public_key(settings.db_url))
+    if stored is not None:
+        return stored
+    legacy = settings.home / LEGACY_KEY_FILE
+    return raw_public(read_signing_key(legacy)) if legacy.exists() else None
 
 
 if __name__ == "__main__":
