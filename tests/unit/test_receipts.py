@@ -17,11 +17,13 @@ from contrackt.adapters.db.migrate import upgrade
 from contrackt.adapters.keys.ed25519 import Ed25519Signer
 from contrackt.bootstrap import Container, build
 from contrackt.domain.tenants import Principal
+from contrackt.services.purge import SweepReport
 from contrackt.services.receipts import (
     RECEIPT_FIELDS,
     RECEIPT_FIELDS_V1,
     RECEIPT_TYPE,
     RECEIPT_TYPE_V1,
+    NotPurged,
     ReceiptInvalid,
     ReceiptService,
     canonical_bytes,
@@ -205,3 +207,29 @@ def test_cli_verifies_offline(tmp_path: Path) -> None:
     junk = invoke_cli(elsewhere, "receipt", "verify", str(not_json), "--public-key", str(pem))
     assert junk.exit_code == 1 and "not JSON" in junk.output
 
+
+async def test_a_dead_workers_leftover_document_gets_its_receipt_from_the_sweeper(container: Container) -> None:
+    """The worker died after completing the job and before destroying the upload: the sweeper
+    destroys it and records it, so the job's receipt becomes available and says so."""
+    c = container
+    key = await c.tenants.create("acme")
+    principal = Principal(tenant_id=key.tenant_id, api_key_id=key.key_id)
+    job = (await c.intake.submit(principal, fake_pdf("Escritura"))).job
+    assert job.blob_key is not None
+    now = c.clock.now()
+    async with c.uow(key.tenant_id) as u:
+        claimed = await u.jobs.claim(job.id, now, now)
+        assert claimed is not None
+        assert await u.jobs.finish(job.id, claimed.attempts, completed=True, now=now, result_expires_at=now)
+    service = ReceiptService(c.uow, c.signer, c.clock, c.keyring)
+    with pytest.raises(NotPurged):
+        await service.issue(principal, job.id)
+    report = SweepReport()
+    await c.sweeper.delete_orphans(report)
+    assert report.orphan_blobs_deleted == 1 and not await c.blobs.exists(job.blob_key)
+    receipt = await service.issue(principal, job.id)
+    assert receipt["destroyed"] == ["document"]
+    verify_receipt(receipt, await c.signer.public_key_raw())
+    async with c.uow(key.tenant_id) as u:
+        rows = [r.event for r in await u.audit.chain(key.tenant_id) if r.event.action == "PURGED"]
+    assert [(r.details["what"], r.details["reason"]) for r in rows] == [("document", "sweeper")]

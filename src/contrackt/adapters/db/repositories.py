@@ -286,8 +286,11 @@ class SqlJobRepository(_Repo):
         )
         return res.rowcount == 1
 
-    async def mark_purged(self, job_id: str, at: datetime) -> None:
-        await self.conn.execute(jobs.update().where(jobs.c.id == job_id).values(purged_at=at, blob_key=None))
+    async def mark_purged(self, job_id: str, at: datetime) -> bool:
+        res = await self.conn.execute(
+            jobs.update().where(jobs.c.id == job_id, jobs.c.purged_at.is_(None)).values(purged_at=at, blob_key=None)
+        )
+        return res.rowcount == 1
 
     async def expire_result(self, job_id: str, at: datetime) -> bool:
         res = await self.conn.execute(
