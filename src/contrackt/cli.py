@@ -134,23 +134,34 @@ def migrate(bucket: bool) -> None:
         upgrade(settings.db_url)
     click.echo("schema is up to date")
     if bucket and settings.blob_url.startswith("s3://"):
-        from contrackt.adapters.blob.s3 import S3BlobStore
+        from contrackt.adapters.blob.s3 import BucketRefused, S3BlobStore
 
-        async def provision() -> None:
+        async def provision() -> str:
             store = S3BlobStore.from_url(settings.blob_url, endpoint_url=settings.s3_endpoint_url)
             try:
-                await store.ensure_bucket()
+                return await store.ensure_bucket()
             finally:
                 await store.close()
 
         try:
-            _run(provision)
+            versioning = _run(provision)
+        except BucketRefused as exc:
+            raise click.ClickException(f"refusing the bucket: {exc}") from None
         except Exception as exc:  # the service's credentials may not administer buckets
             raise click.ClickException(
                 f"could not create the bucket or its lifecycle rule ({type(exc).__name__}); "
                 "provision it with an account that may, or run with --no-bucket"
             ) from None
         click.echo("bucket and lifecycle rule are in place")
+        if versioning:
+            click.echo(
+                f"warning: the bucket keeps object versions (versioning {versioning}). Every delete also "
+                "removes each version and delete marker of the document (one listing and one call per "
+                "version instead of one call; the service needs s3:ListBucketVersions and "
+                "s3:DeleteObjectVersion), and the lifecycle rule expires noncurrent versions after a day. "
+                "Turn versioning off unless something else needs it.",
+                err=True,
+            )
 
 
 async def _with_container(fn: Callable[[Any], Awaitable[T]]) -> T:
