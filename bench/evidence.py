@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -96,6 +97,7 @@ async def receipt_key(n: int) -> dict[str, Any]:
     sign_ms = await median_ms(n, sign)
     await first.close()
     await second.close()
+    shutil.rmtree(home, ignore_errors=True)
     return {"create_ms": round(create_ms, 2), "load_ms": round(load_ms, 2), "sign_ms_median": sign_ms}
 
 
@@ -122,6 +124,7 @@ async def claim_check(n: int) -> dict[str, Any]:
 
     ms = await median_ms(n, check)
     await c.close()
+    shutil.rmtree(home, ignore_errors=True)
     return {"claim_check_tx_ms_median": ms}
 
 

@@ -25,6 +25,7 @@ from tests.unit.test_delete_race import explore_delete_during_processing
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow  # about 400 runs over PostgreSQL + Redis: under a minute
 async def test_every_interleaving_of_delete_and_processing_over_postgres_and_redis(
     pg: FreshPostgres, tmp_path: Path
 ) -> None:

@@ -10,6 +10,8 @@ import asyncio
 import time
 from collections import Counter
 
+import pytest
+
 from contrackt.bootstrap import Container
 from contrackt.domain.jobs import JobMessage, JobStatus
 from contrackt.ports.extractor import ExtractOptions
@@ -61,6 +63,7 @@ async def explore_delete_during_processing(world: World) -> tuple[int, Counter[t
     return runs, endings
 
 
+@pytest.mark.slow  # about 400 runs of intake + worker + DELETE + checks: half a minute
 async def test_every_interleaving_of_delete_and_processing(container: Container) -> None:
     world = await world_of(container)
     started = time.monotonic()
