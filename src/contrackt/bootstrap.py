@@ -150,10 +150,18 @@ def make_extractor(settings: Settings) -> Extractor:
     )
 
 
-def make_receipt_signer(settings: Settings) -> ReceiptSigner:
-    from contrackt.adapters.keys.receipt_signer import RECEIPT_KEY_FILE, LocalReceiptSigner
+def make_receipt_signer(settings: Settings, uow: SqlUnitOfWorkFactory, keys: KeyProvider) -> ReceiptSigner:
+    """One key for the whole deployment, never one per process: a mounted secret when
+    CONTRACKT_RECEIPT_KEY_FILE is set (only read), else the key kept in the database,
+    wrapped by the key provider (created once by whichever process needs it first)."""
+    if settings.receipt_key_file is not None:
+        from contrackt.adapters.keys.receipt_file import FileReceiptSigner
 
-    return LocalReceiptSigner(settings.home / RECEIPT_KEY_FILE)  # created on first use
+        return FileReceiptSigner(settings.receipt_key_file)
+    from contrackt.adapters.keys.receipt_db import LEGACY_KEY_FILE, DatabaseReceiptSigner
+
+    # An installation that had a per-home key file keeps it: its old receipts still verify.
+    return DatabaseReceiptSigner(uow, keys, legacy_file=settings.home / LEGACY_KEY_FILE)
 
 
 @dataclass
@@ -228,5 +236,5 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         reader=ResultService(uow, results, blobs, keyring, clock),
         sweeper=Sweeper(uow, blobs, results, queue, clock, stale_pending_seconds=settings.stale_pending_seconds),
         wake_dispatcher=wake,
-        signer=make_receipt_signer(settings),
+        signer=make_receipt_signer(settings, uow, keys),
     )

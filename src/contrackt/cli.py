@@ -140,23 +140,34 @@ def migrate(bucket: bool) -> None:
         upgrade(settings.db_url)
     click.echo("schema is up to date")
     if bucket and settings.blob_url.startswith("s3://"):
-        from contrackt.adapters.blob.s3 import S3BlobStore
+        from contrackt.adapters.blob.s3 import BucketRefused, S3BlobStore
 
-        async def provision() -> None:
+        async def provision() -> str:
             store = S3BlobStore.from_url(settings.blob_url, endpoint_url=settings.s3_endpoint_url)
             try:
-                await store.ensure_bucket()
+                return await store.ensure_bucket()
             finally:
                 await store.close()
 
         try:
-            _run(provision)
+            versioning = _run(provision)
+        except BucketRefused as exc:
+            raise click.ClickException(f"refusing the bucket: {exc}") from None
         except Exception as exc:  # the service's credentials may not administer buckets
             raise click.ClickException(
                 f"could not create the bucket or its lifecycle rule ({type(exc).__name__}); "
                 "provision it with an account that may, or run with --no-bucket"
             ) from None
         click.echo("bucket and lifecycle rule are in place")
+        if versioning:
+            click.echo(
+                f"warning: the bucket keeps object versions (versioning {versioning}). Every delete also "
+                "removes each version and delete marker of the document (one listing and one call per "
+                "version instead of one call; the service needs s3:ListBucketVersions and "
+                "s3:DeleteObjectVersion), and the lifecycle rule expires noncurrent versions after a day. "
+                "Turn versioning off unless something else needs it.",
+                err=True,
+            )
 
 
 async def _with_container(fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -369,18 +380,18 @@ def receipt() -> None:
     "public_key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="PEM, base64 or the JSON of GET /v1/receipt-key (default: this installation's key under CONTRACKT_HOME)",
+    help="PEM, base64 or the JSON of GET /v1/receipt-key (default: this deployment's key, from its "
+    "database or CONTRACKT_RECEIPT_KEY_FILE)",
 )
 def receipt_verify(file: Path, public_key: Path | None) -> None:
     """Check a deletion receipt's signature offline; exit 0 "valid", or 1 with the reason."""
-    from contrackt.adapters.keys.receipt_signer import RECEIPT_KEY_FILE, load_public_key
     from contrackt.services.receipts import ReceiptInvalid, parse_public_key, verify_receipt
 
     try:
         if public_key is not None:
             raw = parse_public_key(public_key.read_bytes())
         else:
-            local = load_public_key(Settings().home / RECEIPT_KEY_FILE)
+            local = _installation_public_key(Settings())
             if local is None:
                 raise ReceiptInvalid("no public key: pass --public-key (saved from GET /v1/receipt-key)")
             raw = local
@@ -393,6 +404,23 @@ def receipt_verify(file: Path, public_key: Path | None) -> None:
         click.echo(f"invalid: {exc}")
         sys.exit(1)
     click.echo("valid")
+
+
+def _installation_public_key(settings: Settings) -> bytes | None:
+    """This deployment's receipt public key, read without creating anything: the mounted secret,
+    else the key in the database, else (never started since the upgrade) the old per-home file
+    that the first start will adopt."""
+    from contrackt.adapters.keys.ed25519 import raw_public, read_signing_key
+    from contrackt.adapters.keys.receipt_db import LEGACY_KEY_FILE, stored_public_key
+    from contrackt.adapters.keys.receipt_file import FORBIDDEN_MODE
+
+    if settings.receipt_key_file is not None:
+        return raw_public(read_signing_key(settings.receipt_key_file, forbidden_mode=FORBIDDEN_MODE))
+    stored = _run(lambda: stored_public_key(settings.db_url))
+    if stored is not None:
+        return stored
+    legacy = settings.home / LEGACY_KEY_FILE
+    return raw_public(read_signing_key(legacy)) if legacy.exists() else None
 
 
 if __name__ == "__main__":

@@ -43,12 +43,15 @@ _PROBLEM_DESCRIPTIONS = {
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 
 
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for problem+json errors (always 401, 422 and 429 too)."""
+def problems(*statuses: int, descriptions: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem+json errors (always 401, 422 and 429 too).
+
+    ``descriptions``: what a status means on this route, where it differs from the default.
+    """
     out: dict[int | str, dict[str, Any]] = {}
     for status in sorted({401, 422, 429, *statuses}):
         entry: dict[str, Any] = {
-            "description": _PROBLEM_DESCRIPTIONS.get(status, "Error"),
+            "description": (descriptions or {}).get(status) or _PROBLEM_DESCRIPTIONS.get(status, "Error"),
             "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}},
         }
         if status in (429, 503):

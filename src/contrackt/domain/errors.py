@@ -119,7 +119,8 @@ class UnknownEngine(ContracktError):
 
 
 class IdempotencyConflict(ContracktError):
-    """Raised by repositories when a job with the same Idempotency-Key already exists."""
+    """An Idempotency-Key reused with another document (409); repositories also raise it
+    internally when a concurrent request with the same key inserted its job first."""
 
     status, code, title = 409, "idempotency_conflict", "A job with this Idempotency-Key exists"
 

@@ -42,6 +42,8 @@ class Job:
     created_at: datetime
     api_key_id: str | None = None
     fingerprint: str | None = None
+    # The document's SHA-256, sealed under the tenant's data key (never stored in clear).
+    document_digest: bytes | None = None
     key_version: int = 1
     blob_key: str | None = None
     size_bytes: int = 0

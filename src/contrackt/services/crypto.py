@@ -19,6 +19,8 @@ _HEADER = struct.Struct(">3sI12s")  # magic, key version, nonce
 
 PURPOSE_DOCUMENT = "document"
 PURPOSE_RESULT = "result"
+# The document's plain SHA-256 (32 bytes), kept only sealed: the tenant may read it back, nobody else.
+PURPOSE_DIGEST = "digest"
 
 
 def associated_data(tenant_id: str, job_id: str, purpose: str, key_version: int) -> bytes:

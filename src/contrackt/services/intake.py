@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,8 +26,8 @@ from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWorkFactory
 from contrackt.services import audit
-from contrackt.services.crypto import PURPOSE_DOCUMENT, fingerprint, seal
-from contrackt.services.keyring import Keyring
+from contrackt.services.crypto import PURPOSE_DIGEST, PURPOSE_DOCUMENT, fingerprint, seal
+from contrackt.services.keyring import Keyring, document_sha256
 
 MODES = ("auto", "ocr", "text")
 
@@ -130,15 +131,15 @@ class IntakeService:
         tenant_id = principal.tenant_id
         idem_hash = hashlib.sha256(idempotency_key.encode()).hexdigest() if idempotency_key else None
         sha = hashlib.sha256(data).hexdigest()
+        fp = fingerprint(await self.keyring.fingerprint_key(tenant_id), data)
         if idem_hash:
             async with self.uow(tenant_id) as uow:
                 existing = await uow.jobs.find_by_idempotency(tenant_id, idem_hash)
             if existing is not None:
-                return Accepted(existing, sha, replayed=True)
+                return await self._replay(existing, fp, sha)
 
         job_id = new_id()
         version, key = await self.keyring.current(tenant_id)
-        fp = fingerprint(await self.keyring.fingerprint_key(tenant_id), data)
         blob_key = f"{tenant_id}/{job_id}.enc"
         await self.blobs.put(blob_key, seal(key, version, tenant_id, job_id, PURPOSE_DOCUMENT, data))
         now = self.clock.now()
@@ -149,6 +150,7 @@ class IntakeService:
             created_at=now,
             api_key_id=principal.api_key_id,
             fingerprint=fp,
+            document_digest=seal(key, version, tenant_id, job_id, PURPOSE_DIGEST, bytes.fromhex(sha)),
             key_version=version,
             blob_key=blob_key,
             size_bytes=len(data),
@@ -179,7 +181,7 @@ class IntakeService:
                 async with self.uow(tenant_id) as uow:
                     existing = await uow.jobs.find_by_idempotency(tenant_id, idem_hash)
                 if existing is not None:
-                    return Accepted(existing, sha, replayed=True)
+                    return await self._replay(existing, fp, sha)
             raise
         except BaseException:
             await self.blobs.delete(blob_key)
@@ -187,3 +189,15 @@ class IntakeService:
         if self.wake_dispatcher is not None:
             self.wake_dispatcher.set()
         return Accepted(job, sha)
+
+    async def _replay(self, existing: Job, fp: str, sha: str) -> Accepted:
+        """The same Idempotency-Key again: the original job if this is the same document, else 409.
+
+        Documents are compared by their keyed fingerprints (the plain hash is never stored);
+        the answer carries the ORIGINAL document's SHA-256, unsealed from the job.
+        """
+        if existing.fingerprint is None or not hmac.compare_digest(existing.fingerprint, fp):
+            raise IdempotencyConflict("This Idempotency-Key was already used with another document")
+        original = await document_sha256(self.keyring, existing)
+        # Same fingerprint, same document: a job from before sealed digests has the same hash as this one.
+        return Accepted(existing, original or sha, replayed=True)

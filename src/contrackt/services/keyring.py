@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 from contrackt.domain.errors import KeyUnavailable
+from contrackt.domain.jobs import Job
 from contrackt.ports.clock import Clock
 from contrackt.ports.keys import KeyProvider
 from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
-from contrackt.services.crypto import new_data_key
+from contrackt.services.crypto import PURPOSE_DIGEST, key_version_of, new_data_key, open_sealed
 
 CACHE_SECONDS = 30.0
 
@@ -85,3 +86,16 @@ class Keyring:
     def forget(self, tenant_id: str) -> None:
         for k in [k for k in self._cache if k[0] == tenant_id]:
             del self._cache[k]
+
+
+async def document_sha256(keyring: Keyring, job: Job) -> str | None:
+    """The job's document SHA-256 (hex), unsealed with the tenant's key; None if the job has
+    none (older jobs) or the key is gone (the tenant was erased: crypto-shredded)."""
+    sealed = job.document_digest
+    if sealed is None:
+        return None
+    try:
+        key = await keyring.data_key(job.tenant_id, key_version_of(sealed))
+    except KeyUnavailable:
+        return None
+    return open_sealed(key, job.tenant_id, job.id, PURPOSE_DIGEST, sealed).hex()

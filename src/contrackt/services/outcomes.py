@@ -1,9 +1,17 @@
-"""Ending things for a job, each with its audit row: failing it, destroying its result."""
+"""Ending things for a job, each with its audit row: failing it, destroying its document or result.
+
+Destruction follows one order everywhere (docs/adr/0009-evidence.md): first the database
+says the thing is gone (a conditional update, so of several racing callers exactly one
+records it), then the stored copy is deleted, then the audit row records what went. A
+worker that stores a result after the database said "gone" sees it and deletes its own
+copy, so no interleaving leaves a result behind a receipt that lists it destroyed.
+"""
 
 from __future__ import annotations
 
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.jobs import Job, JobStatus
+from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
@@ -36,13 +44,24 @@ async def fail_job(uow: UnitOfWork, clock: Clock, job: Job, code: str, message: 
     return moved
 
 
+def result_lives(job: Job | None) -> bool:
+    """Whether the job has a result that nobody has destroyed (or marked destroyed) yet."""
+    return job is not None and job.status is JobStatus.COMPLETED and job.result_purged_at is None
+
+
 async def destroy_result(
     uow_factory: UnitOfWorkFactory, results: ResultStore, clock: Clock, job: Job, reason: str | None = None
-) -> None:
-    """Delete the job's result and record it (PURGED, what=result) exactly once."""
-    await results.delete(job.tenant_id, job.id)
+) -> bool:
+    """Mark the job's result destroyed, delete it, and record it (PURGED, what=result) exactly once.
+
+    Marking comes first: a worker whose late write lands after the deletion reads the mark
+    and deletes its copy (ProcessingService._complete). True if this call recorded it.
+    """
     async with uow_factory(job.tenant_id) as uow:
-        if await uow.jobs.expire_result(job.id, clock.now()):
+        first = await uow.jobs.expire_result(job.id, clock.now())
+    await results.delete(job.tenant_id, job.id)
+    if first:
+        async with uow_factory(job.tenant_id) as uow:
             await audit.record(
                 uow,
                 clock,
@@ -53,3 +72,30 @@ async def destroy_result(
                 what="result",
                 reason=reason,
             )
+    return first
+
+
+async def destroy_document(
+    uow_factory: UnitOfWorkFactory, blobs: BlobStore, clock: Clock, job: Job, reason: str | None = None
+) -> bool:
+    """Delete the encrypted upload, then record it once (PURGED, what=document); True if this call did.
+
+    ``purged_at`` is set only after the delete returned, and only by the first caller: a
+    worker and a concurrent DELETE both delete, one of them records.
+    """
+    if job.blob_key:
+        await blobs.delete(job.blob_key)
+    async with uow_factory(job.tenant_id) as uow:
+        if not await uow.jobs.mark_purged(job.id, clock.now()):
+            return False
+        await audit.record(
+            uow,
+            clock,
+            job.tenant_id,
+            AuditAction.PURGED,
+            job_id=job.id,
+            fingerprint=job.fingerprint,
+            what="document",
+            reason=reason,
+        )
+    return True

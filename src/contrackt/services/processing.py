@@ -25,7 +25,7 @@ from contrackt.ports.results import ResultStore
 from contrackt.services import audit
 from contrackt.services.crypto import PURPOSE_DOCUMENT, key_version_of, open_sealed
 from contrackt.services.keyring import Keyring
-from contrackt.services.outcomes import fail_job
+from contrackt.services.outcomes import destroy_document, fail_job, result_lives
 from contrackt.services.result_object import seal_result
 
 log = structlog.get_logger("contrackt.processing")
@@ -164,8 +164,16 @@ class ProcessingService:
         del payload
         now = self.clock.now()
         expires = now + self.result_ttl
+        async with self.uow(job.tenant_id) as uow:
+            # Cheap check first: a job cancelled (DELETE) or taken over meanwhile gets no result stored.
+            ours = await uow.jobs.extend_lease(job.id, job.attempts, now + self.lease)
+        if not ours:
+            log.warning("job.complete.lost_claim", stored=False)
+            await delivery.ack()
+            return
         await self.results.put(job.tenant_id, job.id, sealed, expires)
         del sealed
+        keep = False
         async with self.uow(job.tenant_id) as uow:
             moved = await uow.jobs.finish(
                 job.id,
@@ -190,6 +198,9 @@ class ProcessingService:
                     key_version=version,
                     engine=result.engine,
                 )
+            else:
+                # Only a result another claim completed, and nobody destroyed, may stay.
+                keep = result_lives(await uow.jobs.get(job.tenant_id, job.id))
         if moved:
             log.info("job.completed", pages=len(result.pages), duration_ms=int(seconds * 1000))
             JOBS_FINISHED.labels("completed").inc()
@@ -198,7 +209,11 @@ class ProcessingService:
                 PAGES.labels(page.source).inc()
             await self.destroy_document(job)
         else:
-            log.warning("job.complete.lost_claim")
+            # The job was cancelled (DELETE), or finished by another claim, after the check
+            # above: the copy just stored is nobody's result, unless that other claim's.
+            if not keep:
+                await self.results.delete(job.tenant_id, job.id)
+            log.warning("job.complete.lost_claim", stored=True, kept=keep)
         await delivery.ack()
 
     async def _on_failure(self, delivery: Delivery, job: Job, code: str, message: str, *, permanent: bool) -> None:
@@ -220,17 +235,5 @@ class ProcessingService:
         await delivery.retry(backoff_seconds(job.attempts))
 
     async def destroy_document(self, job: Job) -> None:
-        """Delete the encrypted upload and record it (PURGED, what=document)."""
-        if job.blob_key:
-            await self.blobs.delete(job.blob_key)
-        async with self.uow(job.tenant_id) as uow:
-            await uow.jobs.mark_purged(job.id, self.clock.now())
-            await audit.record(
-                uow,
-                self.clock,
-                job.tenant_id,
-                AuditAction.PURGED,
-                job_id=job.id,
-                fingerprint=job.fingerprint,
-                what="document",
-            )
+        """Delete the encrypted upload and record it once (PURGED, what=document)."""
+        await destroy_document(self.uow, self.blobs, self.clock, job)

@@ -14,7 +14,7 @@ from contrackt.ports.clock import Clock
 from contrackt.ports.queue import JobQueue
 from contrackt.ports.repositories import UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
-from contrackt.services.outcomes import destroy_result, fail_job
+from contrackt.services.outcomes import destroy_document, destroy_result, fail_job
 
 log = structlog.get_logger("contrackt.sweeper")
 
@@ -125,5 +125,9 @@ class Sweeper:
                     await self.blobs.delete(key)
                     report.orphan_blobs_deleted += 1
             elif job.status.terminal:
-                await self.blobs.delete(key)
+                # The worker died between finishing and destroying: destroy it now, with its
+                # PURGED row (so the job's deletion receipt becomes available).
+                await destroy_document(self.uow, self.blobs, self.clock, job, reason="sweeper")
+                if job.blob_key != key:
+                    await self.blobs.delete(key)
                 report.orphan_blobs_deleted += 1

@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any
 
+import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -24,10 +25,13 @@ from contrackt.domain.tenants import Principal
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWorkFactory
 from contrackt.ports.signer import ReceiptSigner
+from contrackt.services.keyring import Keyring, document_sha256
 
-RECEIPT_TYPE = "contrackt.deletion-receipt.v1"
-# Everything a receipt carries, the signature aside.
-RECEIPT_FIELDS = (
+log = structlog.get_logger("contrackt.receipts")
+
+RECEIPT_TYPE_V1 = "contrackt.deletion-receipt.v1"
+# Everything a v1 receipt carries, the signature aside (issued before receipts named the document's hash).
+RECEIPT_FIELDS_V1 = (
     "type",
     "job_id",
     "tenant_id",
@@ -40,11 +44,22 @@ RECEIPT_FIELDS = (
     "issued_at",
     "key_id",
 )
+# v2 adds the document's plain SHA-256, so a client can tie the receipt to its own file.
+RECEIPT_TYPE = "contrackt.deletion-receipt.v2"
+RECEIPT_FIELDS = (*RECEIPT_FIELDS_V1, "document_sha256")
+# What `verify_receipt` accepts: each type with exactly its own fields.
+RECEIPT_TYPES = {RECEIPT_TYPE_V1: RECEIPT_FIELDS_V1, RECEIPT_TYPE: RECEIPT_FIELDS}
 _DESTROYED_ORDER = ("document", "result")
 
 
 class NotPurged(ContracktError):
     status, code, title = 409, "not_purged", "The document has not been destroyed yet"
+
+
+class ReceiptKeyUnavailable(ContracktError):
+    """The signing key could not be loaded (secret not mounted, key provider unreachable)."""
+
+    status, code, title = 503, "receipt_key_unavailable", "Receipts cannot be signed right now"
 
 
 class ReceiptInvalid(Exception):
@@ -102,12 +117,13 @@ def verify_receipt(receipt: object, public_key_raw: bytes) -> None:
     """Raise ReceiptInvalid (with the reason) unless ``receipt`` was signed by this key, unaltered."""
     if not isinstance(receipt, dict):
         raise ReceiptInvalid("a receipt is a JSON object")
-    if receipt.get("type") != RECEIPT_TYPE:
-        raise ReceiptInvalid(f"not a Contrackt deletion receipt (type is not {RECEIPT_TYPE})")
-    missing = [f for f in (*RECEIPT_FIELDS, "signature") if f not in receipt]
+    fields = RECEIPT_TYPES.get(str(receipt.get("type")))
+    if fields is None:
+        raise ReceiptInvalid(f"not a Contrackt deletion receipt (type is not one of {', '.join(RECEIPT_TYPES)})")
+    missing = [f for f in (*fields, "signature") if f not in receipt]
     if missing:
         raise ReceiptInvalid(f"missing fields: {', '.join(missing)}")
-    extra = sorted(set(receipt) - {*RECEIPT_FIELDS, "signature"})
+    extra = sorted(set(receipt) - {*fields, "signature"})
     if extra:
         raise ReceiptInvalid(f"unexpected fields: {', '.join(extra)}")
     expected_id = key_id_for(public_key_raw)
@@ -124,13 +140,21 @@ def verify_receipt(receipt: object, public_key_raw: bytes) -> None:
 
 
 class ReceiptService:
-    def __init__(self, uow: UnitOfWorkFactory, signer: ReceiptSigner, clock: Clock) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, signer: ReceiptSigner, clock: Clock, keyring: Keyring) -> None:
         self.uow = uow
         self.signer = signer
         self.clock = clock
+        self.keyring = keyring
 
-    def public_key(self) -> dict[str, str]:
-        raw = self.signer.public_key_raw()
+    async def _public_raw(self) -> bytes:
+        try:
+            return await self.signer.public_key_raw()
+        except Exception as exc:  # the reason goes to the log; the client gets a stable 503
+            log.exception("receipt_key.unavailable")
+            raise ReceiptKeyUnavailable(retry_after=30) from exc
+
+    async def public_key(self) -> dict[str, str]:
+        raw = await self._public_raw()
         return {
             "algorithm": self.signer.algorithm,
             "key_id": key_id_for(raw),
@@ -170,8 +194,10 @@ class ReceiptService:
             "purged_at": job.purged_at.isoformat(),
             "destroyed": [d for d in _DESTROYED_ORDER if d in destroyed],
             "result_sha256": result_sha256,
+            # unsealed with the tenant's key: the plain hash itself is never stored
+            "document_sha256": await document_sha256(self.keyring, job),
             "issued_at": self.clock.now().isoformat(),
-            "key_id": key_id_for(self.signer.public_key_raw()),
+            "key_id": key_id_for(await self._public_raw()),
         }
         receipt["signature"] = base64.b64encode(await self.signer.sign(canonical_bytes(receipt))).decode()
         return receipt

@@ -10,13 +10,13 @@ from typing import Any
 import structlog
 
 from contrackt.domain.audit import AuditAction
-from contrackt.domain.errors import ContracktError, DecryptionFailed, Gone, JobFailed, NotFinished, NotFound
+from contrackt.domain.errors import ContracktError, DecryptionFailed, Gone, JobFailed, NotFinished, NotFound, Overloaded
 from contrackt.domain.ids import parse_id
 from contrackt.domain.jobs import Job, JobStatus
 from contrackt.domain.tenants import Principal
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
-from contrackt.ports.repositories import UnitOfWorkFactory
+from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
 from contrackt.services import audit
 from contrackt.services.crypto import (
@@ -49,6 +49,11 @@ class ResultBody:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+# Rounds of "read the job, move it conditionally" before DELETE gives up (503): each lost
+# round means a worker moved the job in between, which happens once or twice at most.
+STOP_ATTEMPTS = 10
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -189,24 +194,54 @@ class ResultService:
             )
 
     async def purge(self, principal: Principal, job_id: str) -> Job:
-        """DELETE /v1/jobs/{id}: cancel if unfinished, destroy document and result now."""
+        """DELETE /v1/jobs/{id}: cancel if unfinished, destroy document and result now.
+
+        The job moves first (cancelled if unfinished; a completed job's result marked
+        destroyed), so no worker can complete it afterwards, and a worker that stores a
+        result anyway deletes it itself. Then the copies are deleted, and only then does
+        the PURGED row record what really existed and went (docs/adr/0009-evidence.md).
+        """
         job = await self.job(principal, job_id)
-        now = self.clock.now()
+        async with self.uow(job.tenant_id) as uow:
+            job, had_result = await self._stop(uow, job)
         if job.blob_key:
             await self.blobs.delete(job.blob_key)
         await self.results.delete(job.tenant_id, job.id)
         async with self.uow(job.tenant_id) as uow:
-            if not job.status.terminal:
-                await fail_job(uow, self.clock, job, "cancelled", "Deleted by the client")
-            await uow.jobs.mark_purged(job.id, now)
-            await uow.jobs.expire_result(job.id, now)
-            await audit.record(
-                uow,
-                self.clock,
-                job.tenant_id,
-                AuditAction.PURGED,
-                job_id=job.id,
-                fingerprint=job.fingerprint,
-                what="document+result",
-            )
+            destroyed = []
+            if await uow.jobs.mark_purged(job.id, self.clock.now()):
+                destroyed.append("document")
+            if had_result:
+                destroyed.append("result")
+            if destroyed:
+                await audit.record(
+                    uow,
+                    self.clock,
+                    job.tenant_id,
+                    AuditAction.PURGED,
+                    job_id=job.id,
+                    fingerprint=job.fingerprint,
+                    what="+".join(destroyed),
+                )
         return await self.job(principal, job_id)
+
+    async def _stop(self, uow: UnitOfWork, seen: Job) -> tuple[Job, bool]:
+        """Make the job terminal (fail it ``cancelled`` if unfinished) and mark its result destroyed.
+
+        Returns the job and whether it had a live result that this call marked destroyed.
+        Every step is conditional: when a worker claimed, released or finished the job
+        since it was read, read it again and retry (each statement of a PostgreSQL READ
+        COMMITTED transaction sees the latest committed row; on SQLite nobody else writes).
+        """
+        for _ in range(STOP_ATTEMPTS):
+            job = await uow.jobs.get(seen.tenant_id, seen.id)
+            if job is None:
+                raise NotFound()
+            if not job.status.terminal:
+                if await fail_job(uow, self.clock, job, "cancelled", "Deleted by the client"):
+                    return job, False
+                continue
+            if job.status is JobStatus.COMPLETED:
+                return job, await uow.jobs.expire_result(job.id, self.clock.now())
+            return job, False
+        raise Overloaded("The job is changing state; retry the deletion", retry_after=1)

@@ -1,23 +1,40 @@
 """S3 / MinIO blob store: objects at ``{prefix}/{key}``, SSE-S3 on top of our own encryption.
 
 A lifecycle rule (set by ``ensure_bucket``) expires anything left under the
-prefix after one day; normal operation deletes each object explicitly right
-after processing.
+prefix after one day, noncurrent versions included; normal operation deletes
+each object explicitly right after processing.
+
+Versioned buckets: a plain DeleteObject there only adds a delete marker and the
+ciphertext stays as a noncurrent version. ``delete`` therefore removes every
+version and delete marker of the key when the bucket keeps versions. Whether it
+does is read once (GetBucketVersioning) and re-read every VERSIONING_RECHECK_S;
+on a bucket read as unversioned a delete is one call, and a bucket switched to
+versioning in between is caught by that call's own answer (S3 says it made a
+delete marker), so the versions are removed right then (docs/adr/0009-evidence.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlparse
 
 import aioboto3
+import structlog
 from botocore.exceptions import ClientError
 
 from contrackt.ports.blobstore import BlobInfo
 
 LIFECYCLE_RULE_ID = "contrackt-expire-leftovers"
+VERSIONING_RECHECK_S = 300.0
+
+log = structlog.get_logger("contrackt.blob.s3")
+
+
+class BucketRefused(Exception):
+    """The bucket would keep documents after the service deleted them (the message says why)."""
 
 
 def _missing(exc: ClientError) -> bool:
@@ -44,6 +61,8 @@ class S3BlobStore:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
+        self._versioned: bool | None = None  # does the bucket keep versions? None: not read yet
+        self._versioning_read_at = 0.0
 
     @classmethod
     def from_url(cls, url: str, *, endpoint_url: str | None = None, region_name: str | None = None) -> S3BlobStore:
@@ -72,8 +91,13 @@ class S3BlobStore:
     def _key_of(self, name: str) -> str:
         return name[len(self.prefix) + 1 :] if self.prefix else name
 
-    async def ensure_bucket(self) -> None:
-        """Create the bucket (if missing) and the leftover-expiry lifecycle rule (idempotent)."""
+    async def ensure_bucket(self) -> str:
+        """Create the bucket (if missing) and the leftover-expiry lifecycle rule (idempotent).
+
+        Returns the bucket's versioning status ("" if never enabled, "Enabled", "Suspended"),
+        so ``migrate`` can warn. Raises BucketRefused where deleting cannot destroy a
+        document: MFA Delete (versions need an MFA token) or Object Lock default retention.
+        """
         s3 = await self._s3()
         try:
             await s3.head_bucket(Bucket=self.bucket)
@@ -86,6 +110,17 @@ class S3BlobStore:
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou",):
                     raise
+        versioning = await s3.get_bucket_versioning(Bucket=self.bucket)
+        if versioning.get("MFADelete") == "Enabled":
+            raise BucketRefused(
+                f"bucket {self.bucket} has MFA Delete enabled: the service cannot delete object versions, "
+                "so destroyed documents would stay in the bucket; use a bucket without MFA Delete"
+            )
+        if await self._default_retention(s3):
+            raise BucketRefused(
+                f"bucket {self.bucket} has Object Lock with a default retention: documents could not be "
+                "deleted after processing; use a bucket without a default retention"
+            )
         await s3.put_bucket_lifecycle_configuration(
             Bucket=self.bucket,
             LifecycleConfiguration={
@@ -95,11 +130,42 @@ class S3BlobStore:
                         "Filter": {"Prefix": f"{self.prefix}/" if self.prefix else ""},
                         "Status": "Enabled",
                         "Expiration": {"Days": self.expire_days},
+                        # a backstop on versioned buckets: versions `delete` did not reach
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": self.expire_days},
                         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
                     }
                 ]
             },
         )
+        status = str(versioning.get("Status", ""))
+        self._remember_versioning(status != "")
+        return status
+
+    async def _default_retention(self, s3: Any) -> bool:
+        try:
+            config = await s3.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if "ObjectLockConfigurationNotFound" in str(exc.response.get("Error", {}).get("Code", "")):
+                return False
+            raise
+        lock = config.get("ObjectLockConfiguration", {})
+        return lock.get("ObjectLockEnabled") == "Enabled" and "DefaultRetention" in lock.get("Rule", {})
+
+    def _remember_versioning(self, versioned: bool) -> None:
+        self._versioned = versioned
+        self._versioning_read_at = time.monotonic()
+
+    async def _keeps_versions(self, s3: Any) -> bool:
+        stale = time.monotonic() - self._versioning_read_at > VERSIONING_RECHECK_S
+        if self._versioned is None or stale:
+            try:
+                status = (await s3.get_bucket_versioning(Bucket=self.bucket)).get("Status", "")
+            except ClientError:
+                # Not allowed to read it: plain deletes, whose answers still reveal versioning.
+                log.warning("blob.versioning.unreadable")
+                status = ""
+            self._remember_versioning(bool(status))
+        return bool(self._versioned)
 
     async def put(self, key: str, data: bytes) -> None:
         s3 = await self._s3()
@@ -124,8 +190,28 @@ class S3BlobStore:
         return data
 
     async def delete(self, key: str) -> None:
+        """Delete the object; on a bucket that keeps versions, every version and delete marker of it."""
         s3 = await self._s3()
-        await s3.delete_object(Bucket=self.bucket, Key=self._object(key))
+        name = self._object(key)
+        if not await self._keeps_versions(s3):
+            resp = await s3.delete_object(Bucket=self.bucket, Key=name)
+            if not resp.get("DeleteMarker"):
+                return
+            # Versioning was switched on since it was read: that call only hid the object.
+            log.warning("blob.versioning.enabled_since_read")
+            self._remember_versioning(True)
+        await self._delete_versions(s3, name)
+
+    async def _delete_versions(self, s3: Any, name: str) -> None:
+        versions: list[str] = []
+        markers: list[str] = []
+        paginator = s3.get_paginator("list_object_versions")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=name):
+            versions += [v["VersionId"] for v in page.get("Versions", []) if v["Key"] == name]
+            markers += [m["VersionId"] for m in page.get("DeleteMarkers", []) if m["Key"] == name]
+        # Data first, markers last: the object never reappears in between.
+        for version_id in (*versions, *markers):
+            await s3.delete_object(Bucket=self.bucket, Key=name, VersionId=version_id)
 
     async def exists(self, key: str) -> bool:
         s3 = await self._s3()

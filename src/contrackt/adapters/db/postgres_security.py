@@ -28,8 +28,11 @@ Design (docs/adr/0002-production-backends.md):
   results    DELETE    results ``purge_expired`` (only expired rows)
   ========== ========= =====================================================
 
-  A system transaction can never INSERT anything, never touch ``tenant_keys``,
+  A system transaction can never INSERT into a tenant table, never touch ``tenant_keys``,
   never modify or delete a job, and never read a live result.
+
+* ``service_keys`` (the receipt-signing key, wrapped by the key provider) belongs to
+  no tenant: no RLS; the service role may SELECT and INSERT it, nothing more.
 """
 
 from __future__ import annotations
@@ -128,6 +131,11 @@ def grant_statements(service_role: str, owner_role: str, tables: list[str], sequ
             out.append(f"GRANT SELECT, INSERT ON audit_logs TO {svc}")
         else:
             out.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {svc}")
+    if "service_keys" in tables:
+        # Service-wide, not a tenant's: no RLS. Read by every process, inserted once by the
+        # first; never updated or deleted by the service, so a compromised service role can
+        # neither swap the receipt-signing key nor destroy it (docs/adr/0009-evidence.md).
+        out.append(f"GRANT SELECT, INSERT ON service_keys TO {svc}")
     for seq in sequences:
         out.append(f"GRANT USAGE ON SEQUENCE public.{quote_ident(seq)} TO {svc}")
     out.append(f"ALTER FUNCTION contrackt_audit_append_only() OWNER TO {own}")

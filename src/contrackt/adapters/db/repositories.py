@@ -162,7 +162,7 @@ def _api_key(m: Any) -> ApiKey:
 
 
 _JOB_FIELDS = (
-    "id tenant_id api_key_id fingerprint key_version blob_key size_bytes engine mode "
+    "id tenant_id api_key_id fingerprint document_digest key_version blob_key size_bytes engine mode "
     "pages_total pages_done attempts error_code error_message created_at started_at "
     "completed_at lease_until result_expires_at result_purged_at purged_at delete_on_read"
 ).split()
@@ -301,8 +301,11 @@ class SqlJobRepository(_Repo):
         )
         return res.rowcount == 1
 
-    async def mark_purged(self, job_id: str, at: datetime) -> None:
-        await self.conn.execute(jobs.update().where(jobs.c.id == job_id).values(purged_at=at, blob_key=None))
+    async def mark_purged(self, job_id: str, at: datetime) -> bool:
+        res = await self.conn.execute(
+            jobs.update().where(jobs.c.id == job_id, jobs.c.purged_at.is_(None)).values(purged_at=at, blob_key=None)
+        )
+        return res.rowcount == 1
 
     async def expire_result(self, job_id: str, at: datetime) -> bool:
         res = await self.conn.execute(

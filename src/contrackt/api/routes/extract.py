@@ -24,7 +24,17 @@ def job_links(job_id: str) -> dict[str, str]:
     "/v1/extract",
     status_code=202,
     summary="Submit a PDF for extraction",
-    responses={202: {"description": "Accepted"}, **problems(408, 409, 413, 415, 503)},
+    responses={
+        202: {"description": "Accepted"},
+        **problems(
+            408,
+            409,
+            413,
+            415,
+            503,
+            descriptions={409: "idempotency_conflict: this Idempotency-Key was already used with another document"},
+        ),
+    },
     openapi_extra={
         "requestBody": {
             "content": {
