@@ -344,8 +344,9 @@ class _Lane:
         self.holding = False
         self.since = 0.0
 
-    async def begin(self) -> DocumentInfo:
-        """Take a slot, fork a child, give it the document; what the child found in it."""
+    async def begin(self) -> DocumentInfo | None:
+        """Take a slot, fork a child, give it the document; what the child found in it
+        (None: the other lanes finished the job while this one waited for its slot)."""
         pool, job = self.pool, self.job
         remaining = job.deadline - time.monotonic()
         if remaining <= 0:
@@ -356,6 +357,9 @@ class _Lane:
             raise ExtractionTimeout("No extraction worker became free in time") from None
         self.holding = True
         self.since = time.monotonic()
+        if job.total and (not job.pending or job.error is not None):
+            self.end()
+            return None
         try:
             self.child = await pool._spawn(job.spawn_engine)
             timeout = max(0.1, min(pool.inspect_timeout_s, job.deadline - time.monotonic()))
@@ -378,6 +382,8 @@ class _Lane:
             while job.pending and job.error is None:
                 if self.child is None:
                     info = await self.begin()
+                    if info is None:
+                        break
                     if info.pages != job.total:
                         raise SandboxViolation("A child saw another page count")
                     continue
@@ -639,7 +645,13 @@ class ProcessPoolExtractor:
 
     async def _spawn(self, engine: str | None) -> _Child:
         loop = asyncio.get_running_loop()
-        child = await loop.run_in_executor(self._io, self._spawn_sync, engine)
+        spawning = loop.run_in_executor(self._io, self._spawn_sync, engine)
+        try:
+            child = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # The fork goes on in its thread: end the child as soon as it exists.
+            spawning.add_done_callback(self._kill_spawned)
+            raise
         try:
             header, _ = await self._recv(loop, child, READY_TIMEOUT_S)
         except (_ChildDied, TimeoutError, ProtocolViolation):
@@ -652,6 +664,10 @@ class ProcessPoolExtractor:
             self._kill(child)
             raise ContracktError("An extraction worker did not confine itself")
         return child
+
+    def _kill_spawned(self, spawning: asyncio.Future[_Child]) -> None:
+        if not spawning.cancelled() and spawning.exception() is None:
+            self._kill(spawning.result())
 
     def _kill(self, child: _Child) -> None:
         if child.dead:
@@ -814,6 +830,7 @@ class ProcessPoolExtractor:
             info = await lane.begin()
         finally:
             lane.end()
+        assert info is not None  # a job that has not begun has pages to read
         if info.pages > self.max_pages:
             raise TooManyPages(f"The document has {info.pages} pages; the limit is {self.max_pages}")
         return info
@@ -848,6 +865,7 @@ class ProcessPoolExtractor:
         except BaseException:
             first.end()
             raise
+        assert info is not None  # a job that has not begun has pages to read
         if info.pages > self.max_pages:
             first.end()
             raise TooManyPages(f"The document has {info.pages} pages; the limit is {self.max_pages}")
