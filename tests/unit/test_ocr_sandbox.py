@@ -328,3 +328,21 @@ def test_a_small_document_overtakes_a_long_scan() -> None:
     print(f"\nB (born-digital) {b_latency:.2f} s while A's 10-page scan took {a_total:.1f} s")
     assert b_latency < a_total / 2
     assert b_latency < 15
+
+
+SHARED_UID_PROBE = """
+import asyncio, ctypes
+from contrackt.adapters.ocr.pool import ProcessPoolExtractor
+libc = ctypes.CDLL(None)
+before = libc.prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+pool = ProcessPoolExtractor(workers=1, engine="tesseract", engines=[], sandbox_uid="off")
+asyncio.run(pool.start())
+print(before, libc.prctl(3, 0, 0, 0, 0))
+asyncio.run(pool.close())
+"""
+
+
+def test_a_worker_whose_children_share_its_uid_hides_its_own_environment() -> None:
+    out = subprocess.run([sys.executable, "-c", SHARED_UID_PROBE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0"]  # dumpable before, not after: /proc/<worker>/environ is root's

@@ -547,6 +547,10 @@ class ProcessPoolExtractor:
             if self._closed:
                 raise ContracktError("The extraction pool is closed")
             self.self_test()
+            if self.uid_base is None:
+                # Children share this process's uid: make its /proc/<pid>/{environ,mem} root's,
+                # so a child cannot read the worker's secrets there.
+                sandbox.prctl(sandbox.PR_SET_DUMPABLE, 0)
             self._zygote = self._start_zygote()
             self._started = True
 
