@@ -36,7 +36,7 @@ _PROBLEM_DESCRIPTIONS = {
     413: "The upload, or its page count, is over the limit",
     415: "The upload is not a PDF",
     422: "The request is invalid",
-    429: "Over the rate limit for this API key (see Retry-After)",
+    429: "Over the rate limit for this API key, or this tenant's limit of unfinished jobs (see Retry-After)",
     503: "Overloaded; retry after Retry-After seconds",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.errors import (
+    BacklogFull,
     EmptyUpload,
     IdempotencyConflict,
     InvalidRequest,
@@ -74,6 +75,8 @@ class IntakeService:
         engines: list[str],
         max_unfinished: int,
         wake_dispatcher: asyncio.Event | None = None,
+        *,
+        tenant_max_backlog: int | None = None,
     ) -> None:
         self.uow = uow
         self.blobs = blobs
@@ -81,24 +84,51 @@ class IntakeService:
         self.clock = clock
         self.engines = engines
         self.max_unfinished = max_unfinished
+        self.tenant_max_backlog = tenant_max_backlog
         self.wake_dispatcher = wake_dispatcher
         self._rate: tuple[datetime, float] | None = None  # (measured at, jobs finished per second)
 
-    async def check_capacity(self) -> None:
+    async def check_capacity(self, principal: Principal | None = None) -> None:
         """Backpressure: refuse new work while too much is waiting.
 
-        The refusal says when to come back: the backlog divided by the measured
+        First the caller's own backlog (``backlog_full``, 429): a tenant with its
+        limit of unfinished jobs (``max_backlog``, else the deployment's default)
+        is refused, and no other tenant notices. Then the whole service's
+        (``overloaded``, 503).
+
+        Each refusal says when to come back: the backlog divided by the measured
         throughput (jobs that reached a terminal state in the last few minutes,
-        from the jobs table, so every API process agrees), clipped to [1, 300] s.
+        from the jobs table, so every API process agrees), clipped to [1, 300] s;
+        for ``backlog_full`` both are the tenant's own. No message states a count:
+        a tenant learns nothing about other tenants' or the service's load.
         """
+        if principal is not None:
+            await self._check_tenant(principal)
         async with self.uow(system=True) as uow:
             unfinished = await uow.jobs.count_unfinished()
         if unfinished < self.max_unfinished:
             return
         per_second = await self.throughput()
         raise Overloaded(
-            f"{unfinished} jobs are waiting; retry later",
+            "The service has too much work waiting; retry later",
             retry_after=retry_after_seconds(unfinished, per_second),
+        )
+
+    async def _check_tenant(self, principal: Principal) -> None:
+        limit = principal.max_backlog if principal.max_backlog is not None else self.tenant_max_backlog
+        if limit is None:
+            return
+        tenant_id = principal.tenant_id
+        async with self.uow(tenant_id) as uow:
+            unfinished = await uow.jobs.count_unfinished(tenant_id)
+            if unfinished < limit:
+                return
+            finished = await uow.jobs.count_finished_since(self.clock.now() - THROUGHPUT_WINDOW, tenant_id)
+        # One of the tenant's own jobs has to finish before another is accepted.
+        per_second = finished / THROUGHPUT_WINDOW.total_seconds()
+        raise BacklogFull(
+            "This tenant has reached its limit of unfinished jobs; retry when some have finished",
+            retry_after=retry_after_seconds(unfinished - limit + 1, per_second),
         )
 
     async def throughput(self) -> float:

@@ -92,6 +92,8 @@ class TenantService:
             delete_on_read=tenant.delete_on_read,
             rate_limit_extract=tenant.rate_limit_extract,
             rate_limit_status=tenant.rate_limit_status,
+            max_inflight=tenant.max_inflight,
+            max_backlog=tenant.max_backlog,
         )
 
     async def erase(self, tenant_id: str, blobs: BlobStore, results: ResultStore) -> dict[str, int]:

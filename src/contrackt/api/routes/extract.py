@@ -54,7 +54,7 @@ async def extract(
 ) -> JSONResponse:
     cap = c.settings.max_upload_bytes
     check_declared_length(request.headers.get("content-length"), cap)
-    await c.intake.check_capacity()
+    await c.intake.check_capacity(caller)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         data = await read_multipart_file(request.stream(), content_type, cap)
