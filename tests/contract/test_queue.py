@@ -11,7 +11,7 @@ import pytest
 from contrackt.adapters.queue.memory import MemoryQueue
 from contrackt.domain.jobs import JobMessage
 from contrackt.ports.queue import Delivery, JobQueue
-from tests.contract.services import service, unique
+from tests.contract.services import drop_redis_queue, service, unique
 
 Factory = Callable[[], JobQueue]
 
@@ -57,19 +57,6 @@ class Backend:
             await q.close()
         if self.kind == "redis":
             await drop_redis_queue(service("REDIS"), self.url.rsplit("/", 1)[1])
-
-
-async def drop_redis_queue(redis_url: str, stream: str) -> None:
-    """Delete every key of the queue named ``stream`` (they share its hash tag), and nothing else."""
-    from redis.asyncio import Redis
-
-    r = Redis.from_url(redis_url)
-    try:
-        keys = [k async for k in r.scan_iter(match="{" + stream + "}:*", count=500)]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
 
 
 async def _kafka_dead(url: str) -> list[tuple[JobMessage, str]]:
@@ -241,6 +228,22 @@ async def test_a_late_tenant_is_not_stuck_behind_a_backlog(backend: Backend) -> 
         await d.ack()
     assert "tenant-b" in order[:2], order
     assert await q.depth() == 48
+
+
+async def test_a_newcomer_is_served_before_the_tenant_being_served(backend: Backend) -> None:
+    q = backend.new()
+    await warm(q)
+    for n in range(5):
+        await q.publish(msg(n, tenant="tenant-a"))
+    await buffered(backend, q, 5)
+    first = await receive(q)
+    assert first.message.tenant_id == "tenant-a"
+    await q.publish(msg(99, tenant="tenant-b"))  # B arrives while A is being served
+    await buffered(backend, q, 5)
+    nxt = await receive(q)
+    assert nxt.message == msg(99, tenant="tenant-b")
+    for d in (first, nxt):
+        await d.ack()
 
 
 async def test_round_robin_across_three_tenants(backend: Backend) -> None:

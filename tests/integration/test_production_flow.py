@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.contract.services import REPO, FreshPostgres, service, unique
+from tests.contract.services import REPO, FreshPostgres, drop_redis_queue, service, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 
@@ -236,11 +236,7 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
         yield d
     finally:
         d.close()
-        from redis.asyncio import Redis
-
-        r = Redis.from_url(redis)
-        await r.delete(stream, f"{stream}:dead", f"{stream}:delayed")
-        await r.aclose()
+        await drop_redis_queue(redis, stream)
         import aioboto3
 
         async with aioboto3.Session().client("s3", endpoint_url=s3_endpoint) as s3:

@@ -2,9 +2,10 @@
 
 The memory queue keeps every waiting message here; the Kafka queue keeps the records it
 has read ahead. ``take`` serves the tenant at the head of the ring and moves it to the
-tail, so with tenants A (500 waiting) and B (1 waiting) B's message is at most the
-second one handed out. A tenant can be held for a while (it is at its in-flight cap):
-its lane keeps its messages and is skipped until then.
+tail. A tenant that joins the ring goes just ahead of the tenant served last: with A
+(500 waiting, being served) and a newcomer B, B's message is the next one handed out.
+A tenant can be held for a while (it is at its in-flight cap): its lane keeps its
+messages and is skipped until then.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class TenantLanes(Generic[T]):
         self._lanes: dict[str, deque[T]] = {}
         self._ring: deque[str] = deque()  # tenants with something waiting, next one first
         self._held: dict[str, float] = {}  # tenant -> clock() until which it is skipped
+        self._last: str | None = None  # the tenant served last
         self._waiters: set[asyncio.Future[None]] = set()
         self._count = 0
 
@@ -34,7 +36,12 @@ class TenantLanes(Generic[T]):
         lane = self._lanes.get(tenant)
         if lane is None:
             lane = self._lanes[tenant] = deque()
-            self._ring.append(tenant)
+            if self._ring and self._ring[-1] == self._last:
+                last = self._ring.pop()  # the newcomer's turn comes before the last one served
+                self._ring.append(tenant)
+                self._ring.append(last)
+            else:
+                self._ring.append(tenant)
         if front:
             lane.appendleft(item)
         else:
@@ -60,6 +67,7 @@ class TenantLanes(Generic[T]):
             lane = self._lanes[tenant]
             item = lane.popleft()
             self._count -= 1
+            self._last = tenant
             if not lane:
                 del self._lanes[tenant]
                 self._ring.pop()  # it is at the back now

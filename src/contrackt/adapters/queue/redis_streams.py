@@ -5,7 +5,8 @@ stream name, default ``contrackt:jobs``):
 
 * ``{S}:t:<tenant>``: the tenant's stream, with the consumer group ``contrackt-workers``.
 * ``{S}:ring`` (list) and ``{S}:tenants`` (set): the tenants whose stream has entries
-  (waiting or in flight), in serving order.
+  (waiting or in flight), in serving order; ``{S}:last``: the tenant served last (a
+  tenant joining the ring goes just ahead of it, so a newcomer is served next).
 * ``{S}:delayed`` (zset, due time): retried and deferred messages.
 * ``{S}:held`` (zset, until): tenants at their in-flight cap, skipped until then.
 * ``{S}:backlog`` (list): one element per message in the queue (in a tenant stream or
@@ -60,24 +61,42 @@ local function now_ms()
 end
 """
 
-# KEYS: ring, tenants, backlog, bell, tenant stream. ARGV: tenant, job, prior, group, maxlen.
-PUBLISH_LUA = """
+# A tenant with a new entry joins the ring (if not in it yet) just ahead of the tenant served last.
+_JOIN = """
+local function join(ring, members, last_key, tenant)
+  if redis.call('SADD', members, tenant) == 0 then return end
+  local last = redis.call('GET', last_key)
+  if last and redis.call('LINDEX', ring, -1) == last then
+    redis.call('RPOP', ring)
+    redis.call('RPUSH', ring, tenant, last)
+  else
+    redis.call('RPUSH', ring, tenant)
+  end
+end
+"""
+
+# KEYS: ring, tenants, backlog, bell, tenant stream, last. ARGV: tenant, job, prior, group, maxlen.
+PUBLISH_LUA = (
+    _JOIN
+    + """
 local s = KEYS[5]
 if redis.call('XLEN', s) >= tonumber(ARGV[5]) then return 0 end
 redis.pcall('XGROUP', 'CREATE', s, ARGV[4], '0', 'MKSTREAM')
 redis.call('XADD', s, '*', 'job', ARGV[2], 'prior', ARGV[3])
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+join(KEYS[1], KEYS[2], KEYS[6], ARGV[1])
 redis.call('RPUSH', KEYS[3], '1')
 redis.call('LPUSH', KEYS[4], '1')
 redis.call('LTRIM', KEYS[4], 0, 63)
 return 1
 """
+)
 
-# KEYS: ring, tenants, delayed, held.
+# KEYS: ring, tenants, delayed, held, last.
 # ARGV: stream prefix, group, consumer, claim idle ms, max tenants visited, max promoted.
 # Returns {tenant, entry id, fields, times delivered} or false.
 RECEIVE_LUA = (
     _NOW_MS
+    + _JOIN
     + """
 local now = now_ms()
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
@@ -88,7 +107,7 @@ for _, member in ipairs(due) do
     local s = prefix .. m['tenant']
     redis.pcall('XGROUP', 'CREATE', s, group, '0', 'MKSTREAM')
     redis.call('XADD', s, '*', 'job', m['job'], 'prior', m['prior'])
-    if redis.call('SADD', KEYS[2], m['tenant']) == 1 then redis.call('RPUSH', KEYS[1], m['tenant']) end
+    join(KEYS[1], KEYS[2], KEYS[5], m['tenant'])
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
@@ -106,12 +125,14 @@ for _ = 1, visits do
           local p = redis.call('XPENDING', s, group, e[1], e[1], 1)
           local times = 1
           if p[1] then times = p[1][4] end
+          redis.call('SET', KEYS[5], tenant)
           return {tenant, e[1], e[2], times}
         end
       end
       local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', s, '>')
       if got and got[1][2][1] then
         local e = got[1][2][1]
+        redis.call('SET', KEYS[5], tenant)
         return {tenant, e[1], e[2], 1}
       end
     end
@@ -256,6 +277,7 @@ class RedisStreamsQueue:
         self.tenant_prefix = f"{tag}:t:"
         self.ring_key = f"{tag}:ring"
         self.tenants_key = f"{tag}:tenants"
+        self.last_key = f"{tag}:last"
         self.delayed_key = f"{tag}:delayed"
         self.held_key = f"{tag}:held"
         self.backlog_key = f"{tag}:backlog"
@@ -301,6 +323,7 @@ class RedisStreamsQueue:
                 self.backlog_key,
                 self.bell_key,
                 self.tenant_stream(message.tenant_id),
+                self.last_key,
             ],
             args=[message.tenant_id, json.dumps(message.to_dict()), "0", self.group, self.maxlen],
         )
@@ -313,7 +336,7 @@ class RedisStreamsQueue:
         deadline = loop.time() + max(0.0, timeout_s)
         while True:
             got: Any = await self._receive_script(
-                keys=[self.ring_key, self.tenants_key, self.delayed_key, self.held_key],
+                keys=[self.ring_key, self.tenants_key, self.delayed_key, self.held_key, self.last_key],
                 args=[self.tenant_prefix, self.group, consumer, self.claim_idle_ms, self.max_visits, 100],
             )
             if got:
