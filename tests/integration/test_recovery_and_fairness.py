@@ -129,5 +129,5 @@ async def test_a_tenants_backlog_does_not_delay_another_tenant_redis(deployment:
         f"\nfairness (Redis Streams, 1 worker, 1 job at a time): B done in {latency:.1f}s "
         f"with {waiting} of A's 6 two-page scans unfinished"
     )
-    assert waiting >= 4, f"B was served behind A's backlog: {a_left}"
+    assert waiting >= 5, f"B was not served right after A's job in hand: {a_left}"
     await d.wait_all_finished(7, timeout=300)
