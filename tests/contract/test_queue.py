@@ -246,6 +246,24 @@ async def test_a_newcomer_is_served_before_the_tenant_being_served(backend: Back
         await d.ack()
 
 
+async def test_receive_can_skip_tenants(backend: Backend) -> None:
+    """A worker's spare consumer skips the tenants the worker is already busy with."""
+    q = backend.new()
+    await warm(q)
+    for n in range(3):
+        await q.publish(msg(n, tenant="tenant-a"))
+    await q.publish(msg(9, tenant="tenant-b"))
+    await buffered(backend, q, 4)
+    d = await q.receive("spare", 10.0, skip_tenants=["tenant-a"])
+    assert d is not None and d.message == msg(9, tenant="tenant-b")
+    await d.ack()
+    assert await q.receive("spare", 0.3, skip_tenants=["tenant-a"]) is None
+    d = await receive(q)
+    assert d.message == msg(0, tenant="tenant-a")
+    await d.ack()
+    assert await q.depth() == 2
+
+
 async def test_round_robin_across_three_tenants(backend: Backend) -> None:
     q = backend.new()
     await warm(q)
@@ -269,21 +287,22 @@ async def test_round_robin_across_three_tenants(backend: Backend) -> None:
 async def test_defer_is_not_a_delivery_and_can_hold_the_tenant(backend: Backend) -> None:
     q = backend.new()
     await warm(q)
-    await q.publish(msg(1, tenant="tenant-a"))
-    await q.publish(msg(2, tenant="tenant-a"))
-    await q.publish(msg(3, tenant="tenant-b"))
-    await buffered(backend, q, 3)
+    for n, tenant in enumerate(["tenant-a", "tenant-a", "tenant-b", "tenant-b"]):
+        await q.publish(msg(n, tenant=tenant))
+    await buffered(backend, q, 4)
     first = await receive(q)
-    assert first.message.tenant_id == "tenant-a"
-    # tenant-a is at its in-flight cap: hold its lane for 3 s
+    held = first.message.tenant_id
+    # That tenant is at its in-flight cap: hold its lane for 3 s.
     await first.defer(3.0, hold_tenant=True)
-    assert await q.depth() == 3
-    other = await receive(q)
-    assert other.message == msg(3, tenant="tenant-b")
-    await other.ack()
-    assert await q.receive("consumer-a", 0.5) is None, "a held tenant's messages wait"
+    assert await q.depth() == 4
+    others = []
+    while (d := await q.receive("consumer-a", 0.5)) is not None:
+        others.append(d.message.tenant_id)
+        await d.ack()
+    assert len(others) == 2 and held not in others, "a held tenant's messages wait; the others do not"
     back = [await receive(q, 20.0), await receive(q, 20.0)]
-    assert sorted(d.message.job_id for d in back) == ["job-1", "job-2"]
+    assert {d.message.tenant_id for d in back} == {held}
+    assert first.message in [d.message for d in back]
     assert [d.deliveries for d in back] == [1, 1], "deferring is not a delivery"
     # Deferred without holding: only this message waits.
     await back[0].defer(0.3)

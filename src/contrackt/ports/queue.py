@@ -7,6 +7,7 @@ backlog does not delay another tenant's next job.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from contrackt.domain.jobs import JobMessage
@@ -46,8 +47,9 @@ class Delivery(Protocol):
 class JobQueue(Protocol):
     async def publish(self, message: JobMessage) -> None: ...
 
-    async def receive(self, consumer: str, timeout_s: float) -> Delivery | None:
-        """Next message for this consumer (round-robin over tenants), or None after ``timeout_s``."""
+    async def receive(self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()) -> Delivery | None:
+        """Next message for this consumer (round-robin over tenants, none of ``skip_tenants``),
+        or None after ``timeout_s``."""
         ...
 
     async def depth(self) -> int:

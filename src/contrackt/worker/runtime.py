@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -53,6 +54,7 @@ class WorkerRuntime:
         self._loops: list[asyncio.Task[None]] = []
         self._ready = False
         self._busy = 0
+        self._running: Counter[str] = Counter()  # jobs in flight here, per tenant
 
     def ready(self) -> bool:
         return self._ready
@@ -71,6 +73,10 @@ class WorkerRuntime:
             log.info("worker.recovered", jobs_requeued=report.jobs_requeued)
         n = self.c.settings.effective_concurrency
         self._consumers = [asyncio.create_task(self._consume(f"{self.name}-{i}")) for i in range(n)]
+        # One spare consumer takes work only from tenants with nothing in flight here: while
+        # one tenant's long jobs hold every regular slot, another tenant's job still starts
+        # at once instead of after one of them (its pages then share the OCR children).
+        self._consumers.append(asyncio.create_task(self._consume(f"{self.name}-spare", spare=True)))
         if relay:
             self._loops.append(relay_loop(self.c))
         self._loops.append(asyncio.create_task(self._sweep_loop()))
@@ -82,10 +88,11 @@ class WorkerRuntime:
 
         await _forever("sweeper", self.c.sweeper.sweep, pause)
 
-    async def _consume(self, consumer: str) -> None:
+    async def _consume(self, consumer: str, *, spare: bool = False) -> None:
         while not self._stopping.is_set():
+            skip = [tenant for tenant, n in self._running.items() if n > 0] if spare else []
             try:
-                delivery = await self.c.queue.receive(consumer, 1.0)
+                delivery = await self.c.queue.receive(consumer, 1.0, skip_tenants=skip)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -94,7 +101,9 @@ class WorkerRuntime:
                 continue
             if delivery is None:
                 continue
+            tenant = delivery.message.tenant_id
             self._busy += 1
+            self._running[tenant] += 1
             try:
                 await self.processing.handle(delivery)
             except asyncio.CancelledError:
@@ -110,6 +119,9 @@ class WorkerRuntime:
                     log.exception("queue.retry.error")
             finally:
                 self._busy -= 1
+                self._running[tenant] -= 1
+                if not self._running[tenant]:
+                    del self._running[tenant]
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming; let jobs in flight finish within ``grace_s``, then cancel them.

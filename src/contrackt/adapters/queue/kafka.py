@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -256,12 +257,14 @@ class KafkaQueue:
     async def publish(self, message: JobMessage) -> None:
         await self._send(self.topic, message, 0)
 
-    async def receive(self, consumer: str, timeout_s: float) -> KafkaDelivery | None:
+    async def receive(
+        self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()
+    ) -> KafkaDelivery | None:
         await self._consumer_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         while True:
-            record = await self._lanes.take(deadline - loop.time())
+            record = await self._lanes.take(deadline - loop.time(), skip_tenants)
             if record is None:
                 return None
             if self._holds(record):  # else its partition was revoked meanwhile

@@ -1,11 +1,12 @@
 """Per-tenant lanes served round-robin: the in-process half of fair queueing.
 
 The memory queue keeps every waiting message here; the Kafka queue keeps the records it
-has read ahead. ``take`` serves the tenant at the head of the ring and moves it to the
-tail. A tenant that joins the ring goes just ahead of the tenant served last: with A
-(500 waiting, being served) and a newcomer B, B's message is the next one handed out.
-A tenant can be held for a while (it is at its in-flight cap): its lane keeps its
-messages and is skipped until then.
+has read ahead. ``take`` serves the first tenant of the ring that may be served and
+moves it to the tail. A tenant that joins the ring goes just ahead of the tenant served
+last: with A (500 waiting, being served) and a newcomer B, B's message is the next one
+handed out. A tenant can be held for a while (it is at its in-flight cap): its lane
+keeps its messages and is skipped until then; a caller may also skip tenants of its
+choosing (a worker's spare consumer skips the tenants it is already working for).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -53,24 +54,26 @@ class TenantLanes(Generic[T]):
         """Skip ``tenant``'s lane for ``seconds`` (its messages stay in order)."""
         self._held[tenant] = max(self._held.get(tenant, 0.0), self._clock() + max(0.0, seconds))
 
-    def pop(self) -> T | None:
-        """The next item, round-robin over tenants that are not held; None if there is none."""
+    def pop(self, skip: Collection[str] = ()) -> T | None:
+        """The next item, round-robin over tenants that are not held (nor in ``skip``); None if none."""
         now = self._clock()
-        for _ in range(len(self._ring)):
-            tenant = self._ring[0]
-            self._ring.rotate(-1)  # served (or skipped): to the back of the ring
+        for index, tenant in enumerate(self._ring):
+            if tenant in skip:
+                continue
             until = self._held.get(tenant)
             if until is not None:
                 if until > now:
                     continue
                 del self._held[tenant]
+            del self._ring[index]
             lane = self._lanes[tenant]
             item = lane.popleft()
             self._count -= 1
             self._last = tenant
-            if not lane:
+            if lane:
+                self._ring.append(tenant)  # served: to the back of the ring
+            else:
                 del self._lanes[tenant]
-                self._ring.pop()  # it is at the back now
             return item
         return None
 
@@ -89,12 +92,12 @@ class TenantLanes(Generic[T]):
         self._count -= len(dropped)
         return dropped
 
-    async def take(self, timeout_s: float) -> T | None:
+    async def take(self, timeout_s: float, skip: Collection[str] = ()) -> T | None:
         """Wait up to ``timeout_s`` for the next item (woken by ``push`` or a hold's end)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         while True:
-            item = self.pop()
+            item = self.pop(skip)
             if item is not None:
                 return item
             left = deadline - loop.time()

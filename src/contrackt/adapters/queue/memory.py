@@ -6,6 +6,7 @@ Not durable: the reconciler refills it from the database at boot.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from contrackt.adapters.queue.lanes import TenantLanes
@@ -79,8 +80,10 @@ class MemoryQueue:
     async def publish(self, message: JobMessage) -> None:
         self._put(message, 0)
 
-    async def receive(self, consumer: str, timeout_s: float) -> MemoryDelivery | None:
-        item = await self._lanes.take(timeout_s)
+    async def receive(
+        self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()
+    ) -> MemoryDelivery | None:
+        item = await self._lanes.take(timeout_s, skip_tenants)
         if item is None:
             return None
         message, prior = item

@@ -16,10 +16,11 @@ stream name, default ``contrackt:jobs``):
 * ``{S}:dead``: the dead-letter stream.
 
 * ``receive``: one Lua script moves due delayed messages back, then visits tenants from
-  the head of the ring, moving each to the tail (LMOVE): for a tenant not held, an
-  entry idle longer than ``claim_idle_s`` (its consumer died: XAUTOCLAIM), else its next
-  new entry (XREADGROUP, no BLOCK inside a script). Tenants whose stream emptied leave
-  the ring. With nothing to hand out the consumer waits on the bell (BLPOP, ``poll_s``).
+  the head of the ring: for a tenant not held (nor skipped by the caller), an entry idle
+  longer than ``claim_idle_s`` (its consumer died: XAUTOCLAIM), else its next new entry
+  (XREADGROUP, no BLOCK inside a script); the tenant served moves to the tail. Tenants
+  whose stream emptied leave the ring. With nothing to hand out the consumer waits on
+  the bell (BLPOP, ``poll_s``).
 * ``touch``: XCLAIM ... JUSTID by the entry's own consumer resets its idle time, so a job
   whose worker is alive (heartbeats) is never claimed by another consumer.
 * ``ack``: XACK + XDEL, called by the service only after its outcome is committed.
@@ -40,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse, urlunparse
@@ -92,7 +94,8 @@ return 1
 )
 
 # KEYS: ring, tenants, delayed, held, last.
-# ARGV: stream prefix, group, consumer, claim idle ms, max tenants visited, max promoted.
+# ARGV: stream prefix, group, consumer, claim idle ms, max tenants visited, max promoted,
+#       tenants to skip (JSON list).
 # Returns {tenant, entry id, fields, times delivered} or false.
 RECEIVE_LUA = (
     _NOW_MS
@@ -100,6 +103,8 @@ RECEIVE_LUA = (
     + """
 local now = now_ms()
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+local skip = {}
+for _, t in ipairs(cjson.decode(ARGV[7])) do skip[t] = true end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
 for _, member in ipairs(due) do
   if redis.call('ZREM', KEYS[3], member) == 1 then
@@ -111,34 +116,43 @@ for _, member in ipairs(due) do
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-local visits = math.min(redis.call('LLEN', KEYS[1]), tonumber(ARGV[5]))
-for _ = 1, visits do
-  local tenant = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
+
+local function next_entry(s)
+  local claimed = redis.pcall('XAUTOCLAIM', s, group, consumer, ARGV[4], '0-0', 'COUNT', 1)
+  if type(claimed) == 'table' and claimed['err'] then
+    redis.pcall('XGROUP', 'CREATE', s, group, '0', 'MKSTREAM')
+    return nil
+  end
+  for _, e in ipairs(claimed[2]) do
+    if e and e[2] then
+      local p = redis.call('XPENDING', s, group, e[1], e[1], 1)
+      local times = 1
+      if p[1] then times = p[1][4] end
+      return {e[1], e[2], times}
+    end
+  end
+  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', s, '>')
+  if got and got[1][2][1] then
+    local e = got[1][2][1]
+    return {e[1], e[2], 1}
+  end
+  return nil
+end
+
+for _, tenant in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1)) do
   local s = prefix .. tenant
-  if not redis.call('ZSCORE', KEYS[4], tenant) then
-    local claimed = redis.pcall('XAUTOCLAIM', s, group, consumer, ARGV[4], '0-0', 'COUNT', 1)
-    if type(claimed) == 'table' and claimed['err'] then
-      redis.pcall('XGROUP', 'CREATE', s, group, '0', 'MKSTREAM')
-    else
-      for _, e in ipairs(claimed[2]) do
-        if e and e[2] then
-          local p = redis.call('XPENDING', s, group, e[1], e[1], 1)
-          local times = 1
-          if p[1] then times = p[1][4] end
-          redis.call('SET', KEYS[5], tenant)
-          return {tenant, e[1], e[2], times}
-        end
-      end
-      local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', s, '>')
-      if got and got[1][2][1] then
-        local e = got[1][2][1]
-        redis.call('SET', KEYS[5], tenant)
-        return {tenant, e[1], e[2], 1}
-      end
+  if not skip[tenant] and not redis.call('ZSCORE', KEYS[4], tenant) then
+    local e = next_entry(s)
+    if e then
+      -- served: to the back of the ring
+      redis.call('LREM', KEYS[1], 1, tenant)
+      redis.call('RPUSH', KEYS[1], tenant)
+      redis.call('SET', KEYS[5], tenant)
+      return {tenant, e[1], e[2], e[3]}
     end
   end
   if redis.call('XLEN', s) == 0 then
-    redis.call('LREM', KEYS[1], -1, tenant)
+    redis.call('LREM', KEYS[1], 1, tenant)
     redis.call('SREM', KEYS[2], tenant)
   end
 end
@@ -331,13 +345,16 @@ class RedisStreamsQueue:
             # The job stays pending in the database; the reconciler enqueues it again later.
             log.warning("queue.redis.tenant_stream_full", tenant_id=message.tenant_id)
 
-    async def receive(self, consumer: str, timeout_s: float) -> RedisDelivery | None:
+    async def receive(
+        self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()
+    ) -> RedisDelivery | None:
+        skip = json.dumps(sorted(skip_tenants))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         while True:
             got: Any = await self._receive_script(
                 keys=[self.ring_key, self.tenants_key, self.delayed_key, self.held_key, self.last_key],
-                args=[self.tenant_prefix, self.group, consumer, self.claim_idle_ms, self.max_visits, 100],
+                args=[self.tenant_prefix, self.group, consumer, self.claim_idle_ms, self.max_visits, 100, skip],
             )
             if got:
                 return self._delivery(consumer, got)
