@@ -196,6 +196,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["embedded", "production"], default="embedded")
     parser.add_argument("--scans", type=int, default=10, help="copies of scan_hard.pdf (10 pages each) from A")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) and print it")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ctk-fair-"))
     try:
@@ -203,7 +204,10 @@ def main() -> None:
         row = (embedded if args.mode == "embedded" else production)(tmp, args.scans)
         row.update(mode=args.mode, load_before=before, load_after=load(), cpus=os.cpu_count())
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"logs: {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(row))
     if args.json:
         args.json.write_text(json.dumps(row, indent=2))

@@ -247,3 +247,26 @@ async def test_a_tenant_behind_anothers_backlog_is_served_next(tmp_path: Path) -
         a_left = sum(s != "completed" for s in states)
         print(f"\nfairness (memory queue, 2 workers): B done in {latency:.2f}s with {a_left} of A's 12 unfinished")
         assert a_left >= 8, states
+
+
+async def test_the_spare_consumer_starts_another_tenants_job_at_once(tmp_path: Path) -> None:
+    """One regular consumer busy with A's three-second job and A's backlog behind it: B's job
+    starts on the worker's spare consumer without waiting for A's job to end."""
+    async for app in _app(tmp_path / "home", run_worker=True, workers=1):
+        _, a = await tenant(app.c, "a")
+        _, b = await tenant(app.c, "b")
+        a_jobs = [(await submit(app.http, a, f"a{i}%PAGE2%PAGE3", "slow")).json()["job_id"] for i in range(3)]
+        while (await app.http.get(f"/v1/jobs/{a_jobs[0]}", headers=a)).json()["status"] != "processing":
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        states = [(await app.http.get(f"/v1/jobs/{j}", headers=a)).json()["status"] for j in a_jobs]
+        assert states == ["processing", "pending", "pending"], "the spare never takes the busy tenant's work"
+        started = time.monotonic()
+        b_job = (await submit(app.http, b, "b")).json()["job_id"]
+        while (await app.http.get(f"/v1/jobs/{b_job}", headers=b)).json()["status"] != "completed":
+            assert time.monotonic() - started < 30
+            await asyncio.sleep(0.02)
+        latency = time.monotonic() - started
+        first = (await app.http.get(f"/v1/jobs/{a_jobs[0]}", headers=a)).json()["status"]
+        print(f"\nspare consumer (memory queue, 1 worker): B done in {latency:.2f}s while A's job was {first}")
+        assert first == "processing", "B did not wait for A's job in hand"

@@ -49,7 +49,8 @@ class JobQueue(Protocol):
 
     async def receive(self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()) -> Delivery | None:
         """Next message for this consumer (round-robin over tenants, none of ``skip_tenants``),
-        or None after ``timeout_s``."""
+        or None after ``timeout_s``. ``skip_tenants`` may change while the call waits (a live
+        view): it is read whenever a message is about to be handed out."""
         ...
 
     async def depth(self) -> int:

@@ -348,10 +348,10 @@ class RedisStreamsQueue:
     async def receive(
         self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()
     ) -> RedisDelivery | None:
-        skip = json.dumps(sorted(skip_tenants))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         while True:
+            skip = json.dumps(sorted(skip_tenants))  # read again each round: the caller's set may change
             got: Any = await self._receive_script(
                 keys=[self.ring_key, self.tenants_key, self.delayed_key, self.held_key, self.last_key],
                 args=[self.tenant_prefix, self.group, consumer, self.claim_idle_ms, self.max_visits, 100, skip],
