@@ -270,3 +270,12 @@ async def test_the_spare_consumer_starts_another_tenants_job_at_once(tmp_path: P
         first = (await app.http.get(f"/v1/jobs/{a_jobs[0]}", headers=a)).json()["status"]
         print(f"\nspare consumer (memory queue, 1 worker): B done in {latency:.2f}s while A's job was {first}")
         assert first == "processing", "B did not wait for A's job in hand"
+
+
+def test_retry_after_is_told_in_coarse_steps() -> None:
+    from contrackt.services.intake import RETRY_AFTER_STEPS, coarse_retry_after
+
+    assert [coarse_retry_after(s) for s in (1, 2, 3, 7, 11, 16, 44, 61, 150, 299, 300)] == [
+        1, 2, 5, 10, 15, 30, 60, 120, 180, 300, 300,
+    ]  # fmt: skip
+    assert all(coarse_retry_after(s) in RETRY_AFTER_STEPS for s in range(1, 400))

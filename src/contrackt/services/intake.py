@@ -36,6 +36,9 @@ THROUGHPUT_WINDOW = timedelta(minutes=5)
 THROUGHPUT_CACHE = timedelta(seconds=5)
 RETRY_AFTER_MIN_S = 1
 RETRY_AFTER_MAX_S = 300
+# What a refused client is told, rounded up to one of these: the exact figure would be a
+# fine-grained reading of the service's load (backlog / throughput) for any tenant to take.
+RETRY_AFTER_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 180, RETRY_AFTER_MAX_S)
 
 
 def validate_upload(data: bytes) -> None:
@@ -56,6 +59,11 @@ def retry_after_seconds(unfinished: int, per_second: float) -> int:
         return RETRY_AFTER_MAX_S
     wait = math.ceil(unfinished / per_second)
     return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, wait))
+
+
+def coarse_retry_after(seconds: int) -> int:
+    """``seconds`` rounded up to the next of RETRY_AFTER_STEPS."""
+    return next((step for step in RETRY_AFTER_STEPS if step >= seconds), RETRY_AFTER_MAX_S)
 
 
 @dataclass(frozen=True)
@@ -98,9 +106,10 @@ class IntakeService:
 
         Each refusal says when to come back: the backlog divided by the measured
         throughput (jobs that reached a terminal state in the last few minutes,
-        from the jobs table, so every API process agrees), clipped to [1, 300] s;
-        for ``backlog_full`` both are the tenant's own. No message states a count:
-        a tenant learns nothing about other tenants' or the service's load.
+        from the jobs table, so every API process agrees), clipped to [1, 300] s and
+        rounded up to a coarse step; for ``backlog_full`` both are the tenant's own.
+        No message states a count: a tenant learns nothing about other tenants' load,
+        and no more than a coarse wait about the service's.
         """
         if principal is not None:
             await self._check_tenant(principal)
@@ -111,7 +120,7 @@ class IntakeService:
         per_second = await self.throughput()
         raise Overloaded(
             "The service has too much work waiting; retry later",
-            retry_after=retry_after_seconds(unfinished, per_second),
+            retry_after=coarse_retry_after(retry_after_seconds(unfinished, per_second)),
         )
 
     async def _check_tenant(self, principal: Principal) -> None:
@@ -128,7 +137,7 @@ class IntakeService:
         per_second = finished / THROUGHPUT_WINDOW.total_seconds()
         raise BacklogFull(
             "This tenant has reached its limit of unfinished jobs; retry when some have finished",
-            retry_after=retry_after_seconds(unfinished - limit + 1, per_second),
+            retry_after=coarse_retry_after(retry_after_seconds(unfinished - limit + 1, per_second)),
         )
 
     async def throughput(self) -> float:
