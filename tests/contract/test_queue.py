@@ -24,7 +24,10 @@ class Backend:
         if kind == "redis":
             self.url = f"{service('REDIS')}/0/{unique('ctk-test-jobs-')}"
         elif kind == "kafka":
-            self.url = f"kafka://{service('KAFKA')}/{unique('ctk-test-jobs-')}?partitions=2"
+            # A group of its own: on a broker shared with other test runs, one group across
+            # topics would make every run's consumers rebalance together.
+            topic = unique("ctk-test-jobs-")
+            self.url = f"kafka://{service('KAFKA')}/{topic}?partitions=2&group={topic}"
         self._memory: MemoryQueue | None = None
 
     def new(self) -> JobQueue:

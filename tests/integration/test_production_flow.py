@@ -356,7 +356,7 @@ async def test_production_flow_redis(deployment: Deployment, pdfs: dict[str, byt
 
 async def test_production_flow_kafka(deployment: Deployment, pdfs: dict[str, bytes]) -> None:
     topic = unique("ctk-flow-")
-    deployment.env["CONTRACKT_QUEUE_URL"] = f"kafka://{service('KAFKA')}/{topic}?partitions=4"
+    deployment.env["CONTRACKT_QUEUE_URL"] = f"kafka://{service('KAFKA')}/{topic}?partitions=4&group={topic}"
     await _flow(deployment, pdfs, n=30, scans=4)
 
 

@@ -102,7 +102,8 @@ async def test_sigkilled_worker_job_completes_within_90s_redis(deployment: Deplo
 
 
 async def test_sigkilled_worker_job_completes_within_90s_kafka(deployment: Deployment, tmp_path: Path) -> None:
-    deployment.env["CONTRACKT_QUEUE_URL"] = f"kafka://{service('KAFKA')}/{unique('ctk-recover-')}?partitions=4"
+    topic = unique("ctk-recover-")
+    deployment.env["CONTRACKT_QUEUE_URL"] = f"kafka://{service('KAFKA')}/{topic}?partitions=4&group={topic}"
     recovered = await _kill_and_recover(deployment, tmp_path)
     print(f"\nrecovery (Kafka, default lease 30 s / sweep 15 s): job completed {recovered:.1f}s after SIGKILL")
 
