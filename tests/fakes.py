@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 
 from contrackt.domain.errors import CorruptPdf, EncryptedPdf, ResourceLimit
+from contrackt.domain.jobs import JobMessage
 from contrackt.domain.results import ExtractionResult, Line, Page
 from contrackt.ports.extractor import DocumentInfo, ExtractOptions, ProgressCallback
 
@@ -65,3 +67,27 @@ def fake_pdf(text: str, *faults: str) -> bytes:
     """Bytes that pass the PDF sniffing and carry ``text`` for the fake extractor."""
     marks = "".join(f"%FAULT:{f}\n" for f in faults)
     return f"%PDF-1.7\n{marks}%TEXT:{text}".encode()
+
+
+@dataclass
+class RecordingDelivery:
+    """A queue delivery that records what the service did with it (ack, defer-hold, touch...)."""
+
+    message: JobMessage
+    deliveries: int = 1
+    events: list[str] = field(default_factory=list)
+
+    async def ack(self) -> None:
+        self.events.append("ack")
+
+    async def retry(self, delay_s: float) -> None:
+        self.events.append("retry")
+
+    async def defer(self, delay_s: float, *, hold_tenant: bool = False) -> None:
+        self.events.append("defer-hold" if hold_tenant else "defer")
+
+    async def touch(self) -> None:
+        self.events.append("touch")
+
+    async def dead_letter(self, reason: str) -> None:
+        self.events.append("dead")

@@ -72,7 +72,8 @@ def make_queue(settings: Settings) -> JobQueue:
     if scheme == "kafka":
         from contrackt.adapters.queue.kafka import KafkaQueue
 
-        return KafkaQueue.from_url(settings.queue_url)
+        # Read ahead past any tenant's backlog, so no backlog hides another tenant's job.
+        return KafkaQueue.from_url(settings.queue_url, read_ahead=max(100, 2 * settings.tenant_max_backlog))
     raise ValueError(f"unsupported CONTRACKT_QUEUE_URL scheme: {scheme}")
 
 
@@ -196,6 +197,7 @@ class Container:
             self.clock,
             lease_seconds=self.settings.effective_lease_seconds,
             result_ttl_seconds=self.settings.result_ttl_seconds,
+            max_inflight=self.settings.tenant_max_inflight,
         )
         return self.processing
 
@@ -231,7 +233,14 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         limiter=make_rate_limiter(settings),
         tenants=TenantService(uow, keyring, clock),
         intake=IntakeService(
-            uow, blobs, keyring, clock, known_engines(settings), settings.max_queue_depth, wake_dispatcher=wake
+            uow,
+            blobs,
+            keyring,
+            clock,
+            known_engines(settings),
+            settings.max_queue_depth,
+            wake_dispatcher=wake,
+            tenant_max_backlog=settings.tenant_max_backlog,
         ),
         reader=ResultService(uow, results, blobs, keyring, clock),
         sweeper=Sweeper(uow, blobs, results, queue, clock, stale_pending_seconds=settings.stale_pending_seconds),

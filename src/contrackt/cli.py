@@ -228,6 +228,41 @@ def tenant_rotate_key(tenant_id: str) -> None:
     click.echo(f"key version {version}")
 
 
+@tenant.command("limits")
+@click.argument("tenant_id")
+@click.option("--max-inflight", type=click.IntRange(min=1), default=None, help="Jobs processed at once")
+@click.option("--max-backlog", type=click.IntRange(min=0), default=None, help="Unfinished jobs (0 pauses intake)")
+@click.option("--reset", is_flag=True, help="Drop both overrides: the deployment's settings apply")
+def tenant_limits(tenant_id: str, max_inflight: int | None, max_backlog: int | None, reset: bool) -> None:
+    """Show or set the tenant's fair-share limits (overrides of CONTRACKT_TENANT_MAX_*)."""
+    from contrackt.domain.errors import ContracktError
+
+    settings = _settings()
+    _ensure_schema(settings)
+
+    async def run(c: Any) -> Any:
+        current = await c.tenants.get(tenant_id)
+        if not (reset or max_inflight is not None or max_backlog is not None):
+            return current
+        return await c.tenants.set_limits(
+            tenant_id,
+            max_inflight=None if reset else (max_inflight if max_inflight is not None else current.max_inflight),
+            max_backlog=None if reset else (max_backlog if max_backlog is not None else current.max_backlog),
+        )
+
+    try:
+        t = _run(lambda: _with_container(run))
+    except ContracktError as exc:
+        raise click.ClickException(exc.message) from None
+    out = {"tenant_id": t.id}
+    for name, override, default in (
+        ("max_inflight", t.max_inflight, settings.tenant_max_inflight),
+        ("max_backlog", t.max_backlog, settings.tenant_max_backlog),
+    ):
+        out[name] = {"effective": default if override is None else override, "override": override}
+    click.echo(json.dumps(out))
+
+
 @main.group()
 def key() -> None:
     """Manage API keys."""

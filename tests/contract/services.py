@@ -110,3 +110,16 @@ class FreshPostgres:
                 await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
         finally:
             await conn.close()
+
+
+async def drop_redis_queue(redis_url: str, stream: str) -> None:
+    """Delete every key of the queue named ``stream`` (they share its hash tag), and nothing else."""
+    from redis.asyncio import Redis
+
+    r = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in r.scan_iter(match="{" + stream + "}:*", count=500)]
+        if keys:
+            await r.delete(*keys)
+    finally:
+        await r.aclose()

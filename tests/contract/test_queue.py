@@ -11,7 +11,7 @@ import pytest
 from contrackt.adapters.queue.memory import MemoryQueue
 from contrackt.domain.jobs import JobMessage
 from contrackt.ports.queue import Delivery, JobQueue
-from tests.contract.services import service, unique
+from tests.contract.services import drop_redis_queue, service, unique
 
 Factory = Callable[[], JobQueue]
 
@@ -24,7 +24,10 @@ class Backend:
         if kind == "redis":
             self.url = f"{service('REDIS')}/0/{unique('ctk-test-jobs-')}"
         elif kind == "kafka":
-            self.url = f"kafka://{service('KAFKA')}/{unique('ctk-test-jobs-')}?partitions=2"
+            # A group of its own: on a broker shared with other test runs, one group across
+            # topics would make every run's consumers rebalance together.
+            topic = unique("ctk-test-jobs-")
+            self.url = f"kafka://{service('KAFKA')}/{topic}?partitions=2&group={topic}"
         self._memory: MemoryQueue | None = None
 
     def new(self) -> JobQueue:
@@ -56,12 +59,7 @@ class Backend:
         for q in self.made:
             await q.close()
         if self.kind == "redis":
-            from redis.asyncio import Redis
-
-            r = Redis.from_url(service("REDIS"))
-            stream = self.url.rsplit("/", 1)[1]
-            await r.delete(stream, f"{stream}:dead", f"{stream}:delayed")
-            await r.aclose()
+            await drop_redis_queue(service("REDIS"), self.url.rsplit("/", 1)[1])
 
 
 async def _kafka_dead(url: str) -> list[tuple[JobMessage, str]]:
@@ -195,3 +193,155 @@ async def test_unacked_message_is_redelivered(durable: Backend) -> None:
         assert again.deliveries == 2  # counted by the stream's pending entry list
     await again.ack()
     assert await second.depth() == 0
+
+
+# ----------------------------------------------------------------------------- fair share
+
+
+async def buffered(backend: Backend, q: JobQueue, n: int) -> None:
+    """Kafka reads ahead in the background: wait until the ``n`` records published are in its
+    lanes, so the order of receives below depends on the fairness policy, not on fetch timing."""
+    if backend.kind != "kafka":
+        return
+    from contrackt.adapters.queue.kafka import KafkaQueue
+
+    assert isinstance(q, KafkaQueue)
+    deadline = asyncio.get_running_loop().time() + 30
+    while len(q._lanes) < n:
+        assert asyncio.get_running_loop().time() < deadline, f"only {len(q._lanes)} of {n} records read ahead"
+        await asyncio.sleep(0.1)
+
+
+async def warm(q: JobQueue) -> None:
+    """Start the consumer (Kafka: join the group) before the test publishes."""
+    assert await q.receive("consumer-a", 0.2) is None
+
+
+async def test_a_late_tenant_is_not_stuck_behind_a_backlog(backend: Backend) -> None:
+    q = backend.new()
+    await warm(q)
+    for n in range(50):
+        await q.publish(msg(n, tenant="tenant-a"))
+    await q.publish(msg(999, tenant="tenant-b"))
+    await buffered(backend, q, 51)
+    order = []
+    for _ in range(3):
+        d = await receive(q)
+        order.append(d.message.tenant_id)
+        await d.ack()
+    assert "tenant-b" in order[:2], order
+    assert await q.depth() == 48
+
+
+async def test_a_newcomer_is_served_before_the_tenant_being_served(backend: Backend) -> None:
+    q = backend.new()
+    await warm(q)
+    for n in range(5):
+        await q.publish(msg(n, tenant="tenant-a"))
+    await buffered(backend, q, 5)
+    first = await receive(q)
+    assert first.message.tenant_id == "tenant-a"
+    await q.publish(msg(99, tenant="tenant-b"))  # B arrives while A is being served
+    await buffered(backend, q, 5)
+    nxt = await receive(q)
+    assert nxt.message == msg(99, tenant="tenant-b")
+    for d in (first, nxt):
+        await d.ack()
+
+
+async def test_receive_can_skip_tenants(backend: Backend) -> None:
+    """A worker's spare consumer skips the tenants the worker is already busy with."""
+    q = backend.new()
+    await warm(q)
+    for n in range(3):
+        await q.publish(msg(n, tenant="tenant-a"))
+    await q.publish(msg(9, tenant="tenant-b"))
+    await buffered(backend, q, 4)
+    d = await q.receive("spare", 10.0, skip_tenants=["tenant-a"])
+    assert d is not None and d.message == msg(9, tenant="tenant-b")
+    await d.ack()
+    assert await q.receive("spare", 0.3, skip_tenants=["tenant-a"]) is None
+    d = await receive(q)
+    assert d.message == msg(0, tenant="tenant-a")
+    await d.ack()
+    assert await q.depth() == 2
+
+
+async def test_round_robin_across_three_tenants(backend: Backend) -> None:
+    q = backend.new()
+    await warm(q)
+    tenants = ["tenant-a", "tenant-b", "tenant-c"]
+    for t, tenant in enumerate(tenants):
+        for n in range(6):
+            await q.publish(msg(t * 100 + n, tenant=tenant))
+    await buffered(backend, q, 18)
+    got = []
+    for _ in range(12):
+        d = await receive(q)
+        got.append(d.message)
+        await d.ack()
+    for i in range(0, 12, 3):
+        assert sorted(m.tenant_id for m in got[i : i + 3]) == tenants, [m.tenant_id for m in got]
+    # Each tenant's own messages keep their order.
+    for t, tenant in enumerate(tenants):
+        assert [m.job_id for m in got if m.tenant_id == tenant] == [f"job-{t * 100 + n}" for n in range(4)]
+
+
+async def test_defer_is_not_a_delivery_and_can_hold_the_tenant(backend: Backend) -> None:
+    q = backend.new()
+    await warm(q)
+    for n, tenant in enumerate(["tenant-a", "tenant-a", "tenant-b", "tenant-b"]):
+        await q.publish(msg(n, tenant=tenant))
+    await buffered(backend, q, 4)
+    first = await receive(q)
+    held = first.message.tenant_id
+    # That tenant is at its in-flight cap: hold its lane for 3 s.
+    await first.defer(3.0, hold_tenant=True)
+    assert await q.depth() == 4
+    others = []
+    while (d := await q.receive("consumer-a", 0.5)) is not None:
+        others.append(d.message.tenant_id)
+        await d.ack()
+    assert len(others) == 2 and held not in others, "a held tenant's messages wait; the others do not"
+    back = [await receive(q, 20.0), await receive(q, 20.0)]
+    assert {d.message.tenant_id for d in back} == {held}
+    assert first.message in [d.message for d in back]
+    assert [d.deliveries for d in back] == [1, 1], "deferring is not a delivery"
+    # Deferred without holding: only this message waits.
+    await back[0].defer(0.3)
+    await back[1].ack()
+    again = await receive(q)
+    assert again.message == back[0].message
+    assert again.deliveries == 1
+    await again.ack()
+    assert await q.depth() == 0
+
+
+async def test_touch_keeps_a_message_from_other_consumers() -> None:
+    """Redis Streams hands an entry idle for claim_idle_s to another consumer (its worker is
+    presumed dead). While its worker touches it (every heartbeat), nobody else gets it; once
+    the touches stop it is claimed, and from then on it is the new consumer's alone.
+
+    (In memory nobody else can take a message; in Kafka its partition's consumer keeps it
+    while that process lives: touch is a no-op there.)"""
+    backend = Backend("redis")
+    try:
+        first = backend.new()
+        await first.publish(msg(8))
+        d = await receive(first)
+        second = backend.new()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 3.0  # three times claim_idle_s in these tests
+        while loop.time() < until:
+            await d.touch()
+            assert await second.receive("consumer-b", 0.3) is None
+        again = await second.receive("consumer-b", 10.0)
+        assert again is not None and again.message == msg(8)
+        assert again.deliveries == 2
+        await d.touch()  # the first worker wakes up: it cannot take the entry back
+        await d.ack()  # nor delete it
+        assert await second.depth() == 1
+        await again.ack()
+        assert await second.depth() == 0
+    finally:
+        await backend.close()

@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.contract.services import REPO, FreshPostgres, service, unique
+from tests.contract.services import REPO, FreshPostgres, drop_redis_queue, service, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 
@@ -236,11 +236,7 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
         yield d
     finally:
         d.close()
-        from redis.asyncio import Redis
-
-        r = Redis.from_url(redis)
-        await r.delete(stream, f"{stream}:dead", f"{stream}:delayed")
-        await r.aclose()
+        await drop_redis_queue(redis, stream)
         import aioboto3
 
         async with aioboto3.Session().client("s3", endpoint_url=s3_endpoint) as s3:
@@ -360,7 +356,7 @@ async def test_production_flow_redis(deployment: Deployment, pdfs: dict[str, byt
 
 async def test_production_flow_kafka(deployment: Deployment, pdfs: dict[str, bytes]) -> None:
     topic = unique("ctk-flow-")
-    deployment.env["CONTRACKT_QUEUE_URL"] = f"kafka://{service('KAFKA')}/{topic}?partitions=4"
+    deployment.env["CONTRACKT_QUEUE_URL"] = f"kafka://{service('KAFKA')}/{topic}?partitions=4&group={topic}"
     await _flow(deployment, pdfs, n=30, scans=4)
 
 

@@ -37,7 +37,10 @@ _PROBLEM_DESCRIPTIONS = {
     413: "The upload, its number of parts, or its page count is over the limit",
     415: "The upload is not a PDF",
     422: "The request is invalid",
-    429: "Over a rate limit or a concurrency cap for this API key or address (see Retry-After)",
+    429: (
+        "Over a rate limit or a concurrency cap for this API key or address, or this tenant's "
+        "limit of unfinished jobs (see Retry-After)"
+    ),
     503: "Overloaded; retry after Retry-After seconds",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}

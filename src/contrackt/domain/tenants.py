@@ -21,6 +21,9 @@ class Tenant:
     rate_limit_extract: str | None = None  # e.g. "30/minute"; None: deployment default
     rate_limit_status: str | None = None
     erased_at: datetime | None = None
+    # Fair share; None: the deployment's CONTRACKT_TENANT_MAX_INFLIGHT / _MAX_BACKLOG
+    max_inflight: int | None = None  # jobs being processed at once
+    max_backlog: int | None = None  # unfinished jobs (pending + processing)
 
 
 @dataclass
@@ -70,3 +73,5 @@ class Principal:
     delete_on_read: bool = False
     rate_limit_extract: str | None = None
     rate_limit_status: str | None = None
+    max_inflight: int | None = None
+    max_backlog: int | None = None

@@ -1,7 +1,13 @@
-"""Port: the job queue (at-least-once delivery; the database holds the truth)."""
+"""Port: the job queue (at-least-once delivery; the database holds the truth).
+
+Workers take work across tenants fairly: every adapter hands out messages round-robin
+over the tenants that have messages waiting, never in one global FIFO, so one tenant's
+backlog does not delay another tenant's next job.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from contrackt.domain.jobs import JobMessage
@@ -16,7 +22,21 @@ class Delivery(Protocol):
         ...
 
     async def retry(self, delay_s: float) -> None:
-        """Hand the message out again after ``delay_s`` seconds."""
+        """Hand the message out again after ``delay_s`` seconds (counts as a delivery)."""
+        ...
+
+    async def defer(self, delay_s: float, *, hold_tenant: bool = False) -> None:
+        """Not now, and not a failure: hand the message out again after ``delay_s``
+        seconds with the same ``deliveries``.
+
+        ``hold_tenant``: the tenant is at its in-flight cap; the queue may hold back
+        the tenant's other messages for as long (other tenants are served meanwhile).
+        """
+        ...
+
+    async def touch(self) -> None:
+        """Still working on it (called with every lease heartbeat): keep the queue from
+        handing the message to another consumer. A no-op where the queue needs none."""
         ...
 
     async def dead_letter(self, reason: str) -> None:
@@ -27,12 +47,14 @@ class Delivery(Protocol):
 class JobQueue(Protocol):
     async def publish(self, message: JobMessage) -> None: ...
 
-    async def receive(self, consumer: str, timeout_s: float) -> Delivery | None:
-        """Next message for this consumer, or None after ``timeout_s``."""
+    async def receive(self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()) -> Delivery | None:
+        """Next message for this consumer (round-robin over tenants, none of ``skip_tenants``),
+        or None after ``timeout_s``. ``skip_tenants`` may change while the call waits (a live
+        view): it is read whenever a message is about to be handed out."""
         ...
 
     async def depth(self) -> int:
-        """Messages waiting or in flight (backpressure and autoscaling read this)."""
+        """Messages waiting, delayed or in flight (backpressure and autoscaling read this)."""
         ...
 
     async def close(self) -> None: ...

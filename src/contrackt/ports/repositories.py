@@ -23,6 +23,9 @@ class TenantRepository(Protocol):
     async def get(self, tenant_id: str) -> Tenant | None: ...
     async def list(self) -> list[Tenant]: ...
     async def mark_erased(self, tenant_id: str, at: datetime) -> None: ...
+    async def set_limits(self, tenant_id: str, max_inflight: int | None, max_backlog: int | None) -> bool:
+        """Fair-share overrides (None: the deployment's default); True if the tenant exists."""
+        ...
 
 
 class TenantKeyRepository(Protocol):
@@ -52,8 +55,16 @@ class JobRepository(Protocol):
         ...
 
     async def find_by_idempotency(self, tenant_id: str, key_hash: str) -> Job | None: ...
-    async def claim(self, job_id: str, now: datetime, lease_until: datetime) -> Job | None:
-        """pending -> processing (attempts + 1) if still pending; else None."""
+    async def claim(
+        self, job_id: str, now: datetime, lease_until: datetime, *, max_inflight: int | None = None
+    ) -> Job | None:
+        """-> processing (attempts + 1, leased until ``lease_until``); else None.
+
+        Claimable: a pending job, or a processing one whose lease ended before ``now``
+        (its worker died) with attempts left. With ``max_inflight`` (the deployment's
+        default; the tenant's own override wins) only while the tenant has fewer jobs
+        processing under a live lease; concurrent claims of one tenant are serialised.
+        """
         ...
 
     async def set_progress(self, job_id: str, done: int, total: int) -> None: ...
@@ -74,8 +85,15 @@ class JobRepository(Protocol):
         ...
 
     async def fail_pending(self, job_id: str, now: datetime, code: str, message: str) -> bool: ...
-    async def release(self, job_id: str, attempt: int) -> bool:
-        """processing -> pending (the claim is given back)."""
+    async def release(self, job_id: str, attempt: int, *, requeue_after: datetime | None = None) -> bool:
+        """processing -> pending (the claim is given back); ``requeue_after`` as in hold_requeue."""
+        ...
+
+    async def hold_requeue(self, job_id: str, now: datetime, until: datetime) -> bool:
+        """A pending job the reconciler re-enqueues now: not again before ``until``.
+
+        True for exactly one of several racing reconcilers (the one that re-enqueues).
+        """
         ...
 
     async def mark_purged(self, job_id: str, at: datetime) -> bool:
@@ -91,12 +109,16 @@ class JobRepository(Protocol):
         ...
 
     async def find_stale(self, pending_before: datetime, lease_before: datetime) -> list[Job]:
-        """System: jobs pending since before ``pending_before`` or whose lease ended."""
+        """System: jobs pending since before ``pending_before`` (and not held by hold_requeue
+        past ``lease_before``), or processing whose lease ended before ``lease_before``."""
         ...
 
-    async def count_unfinished(self) -> int: ...
-    async def count_finished_since(self, since: datetime) -> int:
-        """Jobs that reached a terminal state at or after ``since`` (all tenants)."""
+    async def count_unfinished(self, tenant_id: str | None = None) -> int:
+        """Pending + processing jobs: of one tenant, or (system) of all."""
+        ...
+
+    async def count_finished_since(self, since: datetime, tenant_id: str | None = None) -> int:
+        """Jobs that reached a terminal state at or after ``since``: of one tenant, or (system) of all."""
         ...
 
     async def list_for_tenant(self, tenant_id: str) -> list[Job]: ...

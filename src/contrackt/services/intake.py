@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.errors import (
+    BacklogFull,
     EmptyUpload,
     IdempotencyConflict,
     InvalidRequest,
@@ -36,6 +37,9 @@ THROUGHPUT_WINDOW = timedelta(minutes=5)
 THROUGHPUT_CACHE = timedelta(seconds=5)
 RETRY_AFTER_MIN_S = 1
 RETRY_AFTER_MAX_S = 300
+# What a refused client is told, rounded up to one of these: the exact figure would be a
+# fine-grained reading of the service's load (backlog / throughput) for any tenant to take.
+RETRY_AFTER_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 180, RETRY_AFTER_MAX_S)
 
 
 def validate_upload(data: bytes) -> None:
@@ -58,6 +62,11 @@ def retry_after_seconds(unfinished: int, per_second: float) -> int:
     return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, wait))
 
 
+def coarse_retry_after(seconds: int) -> int:
+    """``seconds`` rounded up to the next of RETRY_AFTER_STEPS."""
+    return next((step for step in RETRY_AFTER_STEPS if step >= seconds), RETRY_AFTER_MAX_S)
+
+
 @dataclass(frozen=True)
 class Accepted:
     job: Job
@@ -75,6 +84,8 @@ class IntakeService:
         engines: list[str],
         max_unfinished: int,
         wake_dispatcher: asyncio.Event | None = None,
+        *,
+        tenant_max_backlog: int | None = None,
     ) -> None:
         self.uow = uow
         self.blobs = blobs
@@ -82,24 +93,52 @@ class IntakeService:
         self.clock = clock
         self.engines = engines
         self.max_unfinished = max_unfinished
+        self.tenant_max_backlog = tenant_max_backlog
         self.wake_dispatcher = wake_dispatcher
         self._rate: tuple[datetime, float] | None = None  # (measured at, jobs finished per second)
 
-    async def check_capacity(self) -> None:
+    async def check_capacity(self, principal: Principal | None = None) -> None:
         """Backpressure: refuse new work while too much is waiting.
 
-        The refusal says when to come back: the backlog divided by the measured
+        First the caller's own backlog (``backlog_full``, 429): a tenant with its
+        limit of unfinished jobs (``max_backlog``, else the deployment's default)
+        is refused, and no other tenant notices. Then the whole service's
+        (``overloaded``, 503).
+
+        Each refusal says when to come back: the backlog divided by the measured
         throughput (jobs that reached a terminal state in the last few minutes,
-        from the jobs table, so every API process agrees), clipped to [1, 300] s.
+        from the jobs table, so every API process agrees), clipped to [1, 300] s and
+        rounded up to a coarse step; for ``backlog_full`` both are the tenant's own.
+        No message states a count: a tenant learns nothing about other tenants' load,
+        and no more than a coarse wait about the service's.
         """
+        if principal is not None:
+            await self._check_tenant(principal)
         async with self.uow(system=True) as uow:
             unfinished = await uow.jobs.count_unfinished()
         if unfinished < self.max_unfinished:
             return
         per_second = await self.throughput()
         raise Overloaded(
-            f"{unfinished} jobs are waiting; retry later",
-            retry_after=retry_after_seconds(unfinished, per_second),
+            "The service has too much work waiting; retry later",
+            retry_after=coarse_retry_after(retry_after_seconds(unfinished, per_second)),
+        )
+
+    async def _check_tenant(self, principal: Principal) -> None:
+        limit = principal.max_backlog if principal.max_backlog is not None else self.tenant_max_backlog
+        if limit is None:
+            return
+        tenant_id = principal.tenant_id
+        async with self.uow(tenant_id) as uow:
+            unfinished = await uow.jobs.count_unfinished(tenant_id)
+            if unfinished < limit:
+                return
+            finished = await uow.jobs.count_finished_since(self.clock.now() - THROUGHPUT_WINDOW, tenant_id)
+        # One of the tenant's own jobs has to finish before another is accepted.
+        per_second = finished / THROUGHPUT_WINDOW.total_seconds()
+        raise BacklogFull(
+            "This tenant has reached its limit of unfinished jobs; retry when some have finished",
+            retry_after=coarse_retry_after(retry_after_seconds(unfinished - limit + 1, per_second)),
         )
 
     async def throughput(self) -> float:

@@ -6,14 +6,14 @@ import asyncio
 import hashlib
 import json
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.errors import PERMANENT_JOB_ERRORS, ContracktError
-from contrackt.domain.jobs import MAX_ATTEMPTS, Job
+from contrackt.domain.jobs import MAX_ATTEMPTS, Job, JobStatus
 from contrackt.domain.results import ExtractionResult
 from contrackt.metrics import JOB_SECONDS, JOBS_FINISHED, PAGES
 from contrackt.ports.blobstore import BlobStore
@@ -52,6 +52,10 @@ def result_payload(job_id: str, result: ExtractionResult) -> tuple[bytes, str]:
 
 
 class ProcessingService:
+    # A tenant at its in-flight cap: its message comes back after this long (its lane is
+    # held meanwhile, other tenants are served). Short: a job of its own may end any moment.
+    inflight_retry_s = 1.0
+
     def __init__(
         self,
         uow: UnitOfWorkFactory,
@@ -63,6 +67,7 @@ class ProcessingService:
         *,
         lease_seconds: float,
         result_ttl_seconds: int,
+        max_inflight: int | None = None,
     ) -> None:
         self.uow = uow
         self.blobs = blobs
@@ -72,6 +77,7 @@ class ProcessingService:
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
         self.result_ttl = timedelta(seconds=result_ttl_seconds)
+        self.max_inflight = max_inflight
 
     async def handle(self, delivery: Delivery) -> None:
         msg = delivery.message
@@ -84,8 +90,9 @@ class ProcessingService:
     async def _handle(self, delivery: Delivery) -> None:
         msg = delivery.message
         now = self.clock.now()
+        current: Job | None = None
         async with self.uow(msg.tenant_id) as uow:
-            job = await uow.jobs.claim(msg.job_id, now, now + self.lease)
+            job = await uow.jobs.claim(msg.job_id, now, now + self.lease, max_inflight=self.max_inflight)
             if job is not None:
                 await audit.record(
                     uow,
@@ -96,21 +103,36 @@ class ProcessingService:
                     fingerprint=job.fingerprint,
                     attempt=job.attempts,
                 )
+            else:
+                current = await uow.jobs.get(msg.tenant_id, msg.job_id)
         if job is None:
-            # Finished, claimed by another worker, or unknown: nothing to do.
-            log.info("job.claim.skipped")
-            await delivery.ack()
+            await self._not_claimed(delivery, current, now)
             return
         log.info("job.processing", attempt=job.attempts)
         started = time.monotonic()
-        heartbeat = asyncio.create_task(self._heartbeat(job))
+        heartbeat = asyncio.create_task(self._heartbeat(job, delivery))
+        work = asyncio.create_task(self._extract(job))
         try:
-            result = await self._extract(job)
+            await asyncio.wait({work, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             # Graceful shutdown ran out of time: hand the job back now instead of
             # leaving it `processing` until its lease expires.
-            await asyncio.shield(self._release_on_shutdown(delivery, job))
+            heartbeat.cancel()
+            work.cancel()
+            await asyncio.shield(self._release_on_shutdown(delivery, job, work))
             raise
+        finally:
+            heartbeat.cancel()
+        if not work.done():
+            # The claim is gone (the lease ran out while renewals failed, and the job was
+            # taken over or handed back): whatever this attempt produced would be refused.
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            log.warning("job.abandoned", reason="lease_lost", attempt=job.attempts)
+            await delivery.ack()
+            return
+        try:
+            result = work.result()
         except ContracktError as exc:
             await self._on_failure(delivery, job, exc.code, exc.message, permanent=exc.code in PERMANENT_JOB_ERRORS)
             return
@@ -118,17 +140,35 @@ class ProcessingService:
             log.exception("job.error")
             await self._on_failure(delivery, job, "internal_error", "Processing failed", permanent=False)
             return
-        finally:
-            heartbeat.cancel()
         try:
             await self._complete(delivery, job, result, time.monotonic() - started)
         except Exception:  # storing the result failed: retry (finishing is conditional, so idempotent)
             log.exception("job.complete.error")
             await self._on_failure(delivery, job, "internal_error", "Storing the result failed", permanent=False)
 
-    async def _release_on_shutdown(self, delivery: Delivery, job: Job) -> None:
+    async def _not_claimed(self, delivery: Delivery, current: Job | None, now: datetime) -> None:
+        """The claim was refused: drop the message, or bring it back later (not as a failure)."""
+        if current is None or current.status.terminal:
+            # Finished, or unknown: nothing to do.
+            log.info("job.claim.skipped")
+            await delivery.ack()
+        elif current.status is JobStatus.PENDING:
+            # The tenant has its cap of jobs in flight.
+            log.info("job.deferred", reason="inflight_cap")
+            await delivery.defer(self.inflight_retry_s, hold_tenant=True)
+        else:
+            # Another worker holds it under a live lease: a duplicate, or that worker died
+            # and its lease has not run out yet. Look again once it has (the claim then
+            # takes the job over); if the job finished by then, the message is dropped.
+            left = (current.lease_until - now).total_seconds() if current.lease_until else 0.0
+            delay = min(max(2.0, left + 1.0), self.lease.total_seconds() + 1.0)
+            log.info("job.deferred", reason="held_elsewhere", delay_s=round(delay, 1))
+            await delivery.defer(delay)
+
+    async def _release_on_shutdown(self, delivery: Delivery, job: Job, work: asyncio.Task[ExtractionResult]) -> None:
         try:
             async with asyncio.timeout(5.0):
+                await asyncio.gather(work, return_exceptions=True)  # the extractor cleans up first
                 async with self.uow(job.tenant_id) as uow:
                     await uow.jobs.release(job.id, job.attempts)
                 await delivery.retry(0.0)
@@ -136,13 +176,32 @@ class ProcessingService:
         except Exception:  # the lease and the reconciler still recover it
             log.exception("job.release.error")
 
-    async def _heartbeat(self, job: Job) -> None:
+    async def _heartbeat(self, job: Job, delivery: Delivery) -> None:
+        """Renew the claim every third of the lease: the database lease, then the queue's.
+
+        Returns only when the claim is lost (the lease was not renewed in time and the
+        job was taken over or handed back). A failed renewal is retried sooner; the
+        job goes on meanwhile, since it still has the rest of its lease.
+        """
         interval = max(1.0, self.lease.total_seconds() / 3)
+        pause = interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(pause)
             now = self.clock.now()
-            async with self.uow(job.tenant_id) as uow:
-                await uow.jobs.extend_lease(job.id, job.attempts, now + self.lease)
+            try:
+                async with self.uow(job.tenant_id) as uow:
+                    kept = await uow.jobs.extend_lease(job.id, job.attempts, now + self.lease)
+            except Exception as exc:
+                log.warning("job.heartbeat.failed", error=type(exc).__name__)
+                pause = max(1.0, interval / 3)
+                continue
+            if not kept:
+                return
+            pause = interval
+            try:
+                await delivery.touch()
+            except Exception as exc:  # the database lease is what counts; the queue may redeliver
+                log.warning("job.touch.failed", error=type(exc).__name__)
 
     async def _extract(self, job: Job) -> ExtractionResult:
         assert job.blob_key is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 
@@ -17,6 +17,9 @@ from contrackt.ports.results import ResultStore
 from contrackt.services.outcomes import destroy_document, destroy_result, fail_job
 
 log = structlog.get_logger("contrackt.sweeper")
+
+# The longest a pending job waits between two re-enqueues by the reconciler.
+REQUEUE_MAX = timedelta(minutes=5)
 
 
 @dataclass
@@ -46,7 +49,6 @@ class Sweeper:
         self.clock = clock
         self.stale_pending = timedelta(seconds=stale_pending_seconds)
         self.orphan_grace = timedelta(seconds=orphan_grace_seconds)
-        self._requeued: dict[str, datetime] = {}
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()
@@ -71,8 +73,14 @@ class Sweeper:
     async def reconcile(self, report: SweepReport, *, all_unfinished: bool = False) -> None:
         """Re-enqueue jobs stuck in pending, or in processing after their lease ended.
 
+        A pending job may simply be waiting its turn (behind its own tenant's backlog, or
+        at its in-flight cap) with its message still in the queue. So a re-enqueued job
+        is not re-enqueued again before an interval that grows with its age (its age,
+        between ``stale_pending`` and REQUEUE_MAX): one database-side mark that every
+        sweeping process honours, so a long backlog does not fill the queue with copies.
+
         ``all_unfinished``: at boot of an embedded (in-process queue) server every
-        unfinished job is orphaned, whatever its age or lease.
+        unfinished job is orphaned, whatever its age, lease or mark.
         """
         now = self.clock.now()
         far = now + timedelta(days=3650)
@@ -81,8 +89,7 @@ class Sweeper:
                 far if all_unfinished else now - self.stale_pending, far if all_unfinished else now
             )
         for job in stale:
-            if job.status is JobStatus.PENDING and not all_unfinished and self._recently_requeued(job.id, now):
-                continue
+            hold = now + min(max(self.stale_pending, now - job.created_at), REQUEUE_MAX)
             async with self.uow(job.tenant_id) as uow:
                 if job.status is JobStatus.PROCESSING:
                     if job.attempts >= MAX_ATTEMPTS:
@@ -90,21 +97,14 @@ class Sweeper:
                         if await fail_job(uow, self.clock, job, "worker_lost", message):
                             report.jobs_failed += 1
                         continue
-                    if not await uow.jobs.release(job.id, job.attempts):
+                    if not await uow.jobs.release(job.id, job.attempts, requeue_after=hold):
                         continue
+                elif not await uow.jobs.hold_requeue(job.id, far if all_unfinished else now, hold):
+                    continue  # another sweeper re-enqueued it meanwhile
             if job.blob_key is None:
                 continue
             await self.queue.publish(JobMessage(job.id, job.tenant_id, job.blob_key, job.attempts))
-            self._requeued[job.id] = now
             report.jobs_requeued += 1
-
-    def _recently_requeued(self, job_id: str, now: datetime) -> bool:
-        """A pending job is re-published at most once per ``stale_pending`` by this process:
-        a queue that is merely slow must not be flooded with duplicates."""
-        if len(self._requeued) > 10_000:
-            self._requeued = {k: v for k, v in self._requeued.items() if v > now - self.stale_pending}
-        last = self._requeued.get(job_id)
-        return last is not None and last > now - self.stale_pending
 
     async def delete_orphans(self, report: SweepReport) -> None:
         """Blobs whose job is finished or unknown (a crash between steps) are deleted."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contrackt.domain.audit import AuditAction
-from contrackt.domain.errors import NotFound, Unauthorized
+from contrackt.domain.errors import InvalidRequest, NotFound, Unauthorized
 from contrackt.domain.ids import new_id
 from contrackt.domain.jobs import JobStatus
 from contrackt.domain.tenants import (
@@ -74,6 +74,30 @@ class TenantService:
         async with self.uow(system=True) as uow:
             return await uow.tenants.list()
 
+    async def get(self, tenant_id: str) -> Tenant:
+        async with self.uow(tenant_id) as uow:
+            tenant = await uow.tenants.get(tenant_id)
+        if tenant is None or tenant.erased_at is not None:
+            raise NotFound("no such tenant")
+        return tenant
+
+    async def set_limits(self, tenant_id: str, *, max_inflight: int | None, max_backlog: int | None) -> Tenant:
+        """Set the tenant's fair-share overrides (None: the deployment's default applies).
+
+        ``max_inflight`` is at least 1; ``max_backlog`` 0 refuses every new job (a pause).
+        """
+        if max_inflight is not None and max_inflight < 1:
+            raise InvalidRequest("max_inflight must be at least 1")
+        if max_backlog is not None and max_backlog < 0:
+            raise InvalidRequest("max_backlog must not be negative")
+        async with self.uow(tenant_id) as uow:
+            tenant = await uow.tenants.get(tenant_id)
+            if tenant is None or tenant.erased_at is not None:
+                raise NotFound("no such tenant")
+            await uow.tenants.set_limits(tenant_id, max_inflight, max_backlog)
+        tenant.max_inflight, tenant.max_backlog = max_inflight, max_backlog
+        return tenant
+
     async def authenticate(self, presented: str | None) -> Principal:
         """Resolve an API key; every failure looks the same to the caller."""
         prefix = split_api_key(presented) if presented else None
@@ -92,6 +116,8 @@ class TenantService:
             delete_on_read=tenant.delete_on_read,
             rate_limit_extract=tenant.rate_limit_extract,
             rate_limit_status=tenant.rate_limit_status,
+            max_inflight=tenant.max_inflight,
+            max_backlog=tenant.max_backlog,
         )
 
     async def erase(self, tenant_id: str, blobs: BlobStore, results: ResultStore) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -53,6 +54,9 @@ class WorkerRuntime:
         self._loops: list[asyncio.Task[None]] = []
         self._ready = False
         self._busy = 0
+        self._running: Counter[str] = Counter()  # jobs in flight here, per tenant (no zero entries)
+        self._regular_busy = 0
+        self._saturated = asyncio.Event()  # every regular consumer holds a job
 
     def ready(self) -> bool:
         return self._ready
@@ -71,6 +75,11 @@ class WorkerRuntime:
             log.info("worker.recovered", jobs_requeued=report.jobs_requeued)
         n = self.c.settings.effective_concurrency
         self._consumers = [asyncio.create_task(self._consume(f"{self.name}-{i}")) for i in range(n)]
+        # One spare consumer: while every regular consumer holds a job, it takes work only
+        # from tenants with nothing in flight here. So while one tenant's long jobs hold every
+        # regular slot, another tenant's job starts at once instead of after one of them (its
+        # pages then share the OCR children with theirs).
+        self._consumers.append(asyncio.create_task(self._consume(f"{self.name}-spare", spare=True)))
         if relay:
             self._loops.append(relay_loop(self.c))
         self._loops.append(asyncio.create_task(self._sweep_loop()))
@@ -82,10 +91,19 @@ class WorkerRuntime:
 
         await _forever("sweeper", self.c.sweeper.sweep, pause)
 
-    async def _consume(self, consumer: str) -> None:
+    async def _consume(self, consumer: str, *, spare: bool = False) -> None:
+        regular_slots = self.c.settings.effective_concurrency
         while not self._stopping.is_set():
+            if spare and not self._saturated.is_set():
+                try:
+                    await asyncio.wait_for(self._saturated.wait(), 1.0)
+                except TimeoutError:
+                    pass
+                continue
             try:
-                delivery = await self.c.queue.receive(consumer, 1.0)
+                # The live tenant counts: a tenant that starts a job here meanwhile is skipped too.
+                skip = self._running if spare else ()
+                delivery = await self.c.queue.receive(consumer, 1.0, skip_tenants=skip)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -94,7 +112,13 @@ class WorkerRuntime:
                 continue
             if delivery is None:
                 continue
+            tenant = delivery.message.tenant_id
             self._busy += 1
+            self._running[tenant] += 1
+            if not spare:
+                self._regular_busy += 1
+                if self._regular_busy >= regular_slots:
+                    self._saturated.set()
             try:
                 await self.processing.handle(delivery)
             except asyncio.CancelledError:
@@ -110,6 +134,12 @@ class WorkerRuntime:
                     log.exception("queue.retry.error")
             finally:
                 self._busy -= 1
+                self._running[tenant] -= 1
+                if not self._running[tenant]:
+                    del self._running[tenant]
+                if not spare:
+                    self._regular_busy -= 1
+                    self._saturated.clear()
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming; let jobs in flight finish within ``grace_s``, then cancel them.

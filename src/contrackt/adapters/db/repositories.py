@@ -20,8 +20,12 @@ from contrackt.adapters.db.tables import (
 )
 from contrackt.domain.audit import GENESIS_HASH, AuditAction, AuditEvent, ChainRow, chain_hash
 from contrackt.domain.errors import IdempotencyConflict
-from contrackt.domain.jobs import Job, JobMessage, JobStatus
+from contrackt.domain.jobs import MAX_ATTEMPTS, Job, JobMessage, JobStatus
 from contrackt.domain.tenants import ApiKey, Tenant
+
+# pg_advisory_xact_lock(space, key): the two-key form never meets the one-key locks
+# (audit chain appends lock hashtext(tenant_id) in the one-key space).
+INFLIGHT_LOCK_SPACE = 0x4354
 
 
 class _Repo:
@@ -40,6 +44,8 @@ class SqlTenantRepository(_Repo):
                 delete_on_read=tenant.delete_on_read,
                 rate_limit_extract=tenant.rate_limit_extract,
                 rate_limit_status=tenant.rate_limit_status,
+                max_inflight=tenant.max_inflight,
+                max_backlog=tenant.max_backlog,
             )
         )
 
@@ -56,6 +62,12 @@ class SqlTenantRepository(_Repo):
             tenants.update().where(tenants.c.id == tenant_id).values(erased_at=at, fingerprint_key_wrapped=None)
         )
 
+    async def set_limits(self, tenant_id: str, max_inflight: int | None, max_backlog: int | None) -> bool:
+        res = await self.conn.execute(
+            tenants.update().where(tenants.c.id == tenant_id).values(max_inflight=max_inflight, max_backlog=max_backlog)
+        )
+        return res.rowcount == 1
+
 
 def _tenant(m: Any) -> Tenant:
     return Tenant(
@@ -67,6 +79,8 @@ def _tenant(m: Any) -> Tenant:
         rate_limit_extract=m["rate_limit_extract"],
         rate_limit_status=m["rate_limit_status"],
         erased_at=m["erased_at"],
+        max_inflight=m["max_inflight"],
+        max_backlog=m["max_backlog"],
     )
 
 
@@ -208,10 +222,39 @@ class SqlJobRepository(_Repo):
         ).first()
         return _job(row._mapping) if row else None
 
-    async def claim(self, job_id: str, now: datetime, lease_until: datetime) -> Job | None:
+    async def claim(
+        self, job_id: str, now: datetime, lease_until: datetime, *, max_inflight: int | None = None
+    ) -> Job | None:
+        claimable = sa.or_(
+            jobs.c.status == JobStatus.PENDING.value,
+            # The holder stopped renewing its lease (it died): take the job over at once
+            # instead of waiting for the reconciler. The last attempt is the reconciler's
+            # to fail (worker_lost).
+            sa.and_(
+                jobs.c.status == JobStatus.PROCESSING.value,
+                jobs.c.lease_until < now,
+                jobs.c.attempts < MAX_ATTEMPTS,
+            ),
+        )
+        conditions = [jobs.c.id == job_id, claimable]
+        if max_inflight is not None:
+            await self._lock_inflight(job_id)
+            busy = jobs.alias("busy")
+            live = (
+                sa.select(sa.func.count())
+                .select_from(busy)
+                .where(
+                    busy.c.tenant_id == jobs.c.tenant_id,
+                    busy.c.status == JobStatus.PROCESSING.value,
+                    busy.c.lease_until >= now,
+                )
+                .scalar_subquery()
+            )
+            override = sa.select(tenants.c.max_inflight).where(tenants.c.id == jobs.c.tenant_id).scalar_subquery()
+            conditions.append(live < sa.func.coalesce(override, max_inflight))
         res = await self.conn.execute(
             jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value)
+            .where(*conditions)
             .values(
                 status=JobStatus.PROCESSING.value,
                 attempts=jobs.c.attempts + 1,
@@ -223,6 +266,19 @@ class SqlJobRepository(_Repo):
             return None
         row = (await self.conn.execute(jobs.select().where(jobs.c.id == job_id))).first()
         return _job(row._mapping) if row else None
+
+    async def _lock_inflight(self, job_id: str) -> None:
+        """PostgreSQL: claims of one tenant's jobs run one at a time (until commit), so two
+        workers cannot both see "3 of 4 in flight" and both start a job. SQLite needs
+        nothing: its units of work already run one at a time."""
+        if self.conn.dialect.name != "postgresql":
+            return
+        await self.conn.execute(
+            sa.text(
+                "SELECT pg_advisory_xact_lock(:space, hashtext(tenant_id::text)) FROM jobs WHERE id = CAST(:id AS uuid)"
+            ),
+            {"space": INFLIGHT_LOCK_SPACE, "id": job_id},
+        )
 
     async def set_progress(self, job_id: str, done: int, total: int) -> None:
         await self.conn.execute(
@@ -289,7 +345,7 @@ class SqlJobRepository(_Repo):
         )
         return res.rowcount == 1
 
-    async def release(self, job_id: str, attempt: int) -> bool:
+    async def release(self, job_id: str, attempt: int, *, requeue_after: datetime | None = None) -> bool:
         res = await self.conn.execute(
             jobs.update()
             .where(
@@ -297,7 +353,19 @@ class SqlJobRepository(_Repo):
                 jobs.c.status == JobStatus.PROCESSING.value,
                 jobs.c.attempts == attempt,
             )
-            .values(status=JobStatus.PENDING.value, lease_until=None)
+            .values(status=JobStatus.PENDING.value, lease_until=requeue_after)
+        )
+        return res.rowcount == 1
+
+    async def hold_requeue(self, job_id: str, now: datetime, until: datetime) -> bool:
+        res = await self.conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == JobStatus.PENDING.value,
+                sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+            )
+            .values(lease_until=until)
         )
         return res.rowcount == 1
 
@@ -342,6 +410,7 @@ class SqlJobRepository(_Repo):
                     sa.and_(
                         jobs.c.status == JobStatus.PENDING.value,
                         jobs.c.created_at < pending_before,
+                        sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < lease_before),
                     ),
                     sa.and_(
                         jobs.c.status == JobStatus.PROCESSING.value,
@@ -354,25 +423,23 @@ class SqlJobRepository(_Repo):
         )
         return [_job(r._mapping) for r in rows]
 
-    async def count_unfinished(self) -> int:
-        row = (
-            await self.conn.execute(
-                sa.select(sa.func.count()).where(
-                    jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.PROCESSING.value])
-                )
-            )
-        ).first()
+    async def count_unfinished(self, tenant_id: str | None = None) -> int:
+        stmt = sa.select(sa.func.count()).where(
+            jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.PROCESSING.value])
+        )
+        if tenant_id is not None:
+            stmt = stmt.where(jobs.c.tenant_id == tenant_id)
+        row = (await self.conn.execute(stmt)).first()
         return int(row[0]) if row else 0
 
-    async def count_finished_since(self, since: datetime) -> int:
-        row = (
-            await self.conn.execute(
-                sa.select(sa.func.count()).where(
-                    jobs.c.status.in_([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
-                    jobs.c.completed_at >= since,
-                )
-            )
-        ).first()
+    async def count_finished_since(self, since: datetime, tenant_id: str | None = None) -> int:
+        stmt = sa.select(sa.func.count()).where(
+            jobs.c.status.in_([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
+            jobs.c.completed_at >= since,
+        )
+        if tenant_id is not None:
+            stmt = stmt.where(jobs.c.tenant_id == tenant_id)
+        row = (await self.conn.execute(stmt)).first()
         return int(row[0]) if row else 0
 
     async def list_for_tenant(self, tenant_id: str) -> list[Job]:

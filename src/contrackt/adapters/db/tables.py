@@ -102,6 +102,8 @@ jobs = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("completed_at", UTCDateTime, nullable=True),
+    # processing: the claim's end (renewed by heartbeats). pending: the earliest time the
+    # reconciler may enqueue it again (NULL: as soon as it is stale).
     sa.Column("lease_until", UTCDateTime, nullable=True),
     sa.Column("result_expires_at", UTCDateTime, nullable=True),
     sa.Column("result_purged_at", UTCDateTime, nullable=True),

@@ -1,17 +1,28 @@
 """Job queue on Kafka (aiokafka): partitioned by tenant, offsets committed only after ack.
 
-URL: ``kafka://host:port[,host:port]/topic[?partitions=6&group=contrackt-workers]``.
+URL: ``kafka://host:port[,host:port]/topic[?partitions=6&group=contrackt-workers&read_ahead=400]``.
 
-* Messages are keyed by ``tenant_id``: one tenant's jobs stay in order on one
-  partition, and one busy tenant cannot occupy every partition.
-* Consumers of the group ``contrackt-workers`` never auto-commit. A partition's
-  offset moves past a message only when it and every earlier message of that
-  partition handed out by this process were acked (or retried/dead-lettered).
-  A message whose worker died is therefore delivered again when its partition
-  is reassigned (consumer restart or group rebalance).
-* ``retry(delay)``: after ``delay`` the message is republished with
-  ``deliveries + 1``; only then does its old offset count as done (a crash during
-  the delay redelivers the original).
+* Messages are keyed by ``tenant_id``: one tenant's jobs stay on one partition, and one
+  busy tenant cannot occupy every partition.
+* A partition holds several tenants, so consuming it in order would make a tenant wait
+  behind another's backlog (head-of-line blocking). Each process instead reads ahead up
+  to ``read_ahead`` records per partition (a background fetch loop; a partition with that
+  many unsettled records is paused), keeps them in per-tenant lanes and hands them out
+  round-robin across tenants. Keep ``read_ahead`` above the per-tenant backlog limit
+  (the default is twice CONTRACKT_TENANT_MAX_BACKLOG): then no tenant's backlog can hide
+  another tenant's message from the lanes.
+* Consumers of the group ``contrackt-workers`` never auto-commit. A partition's offset
+  moves past a record only when it and every earlier record of that partition read by
+  this process were acked (or retried/dead-lettered): records read ahead but not yet
+  handed out hold the offset back too. A message whose worker died, or that sat in a
+  dead process's lanes, is therefore delivered again when its partition is reassigned
+  (consumer restart or group rebalance).
+* ``retry(delay)``: after ``delay`` the message is republished with ``deliveries + 1``;
+  only then does its old offset count as done (a crash during the delay redelivers the
+  original). ``defer(delay)``: the record goes back into its lane after ``delay`` (its
+  offset still unsettled), with the same ``deliveries``; ``hold_tenant`` puts it back at
+  once and skips the tenant's lane meanwhile. ``touch``: nothing to do (the consumer's
+  own heartbeats keep its partitions; the fetch loop keeps polling).
 * ``dead_letter``: published to ``{topic}.dead`` with the reason, then acked. A
   message that arrives already delivered ``max_deliveries`` times goes there
   without being handed out (poison guard).
@@ -23,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -32,11 +44,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from contrackt.adapters.queue.lanes import TenantLanes
 from contrackt.domain.jobs import JobMessage
 
 log = structlog.get_logger("contrackt.queue.kafka")
 
 GROUP = "contrackt-workers"
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A record read ahead, waiting in its tenant's lane."""
+
+    tp: TopicPartition
+    offset: int
+    message: JobMessage
+    prior: int  # deliveries before this one
 
 
 @dataclass
@@ -64,9 +87,28 @@ class KafkaDelivery:
             await q._send(q.topic, self.message, self.deliveries)
             await q._settle(self.tp, self.offset)
 
-        task = asyncio.create_task(later())
-        q._tasks.add(task)
-        task.add_done_callback(q._tasks.discard)
+        q._spawn(later())
+
+    async def defer(self, delay_s: float, *, hold_tenant: bool = False) -> None:
+        if self._done:
+            return
+        self._done = True
+        q = self._queue
+        record = _Record(self.tp, self.offset, self.message, self.deliveries - 1)
+        if hold_tenant:
+            q._lanes.push(self.message.tenant_id, record, front=True)
+            q._lanes.hold(self.message.tenant_id, delay_s)
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(max(0.0, delay_s))
+            if q._holds(record):
+                q._lanes.push(self.message.tenant_id, record)
+
+        q._spawn(later())
+
+    async def touch(self) -> None:
+        return None
 
     async def dead_letter(self, reason: str) -> None:
         if self._done:
@@ -82,11 +124,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.queue._commit()
-        for tp in revoked:
+        gone = set(revoked)
+        for tp in gone:
             # Whatever this process still holds from these partitions will be
             # delivered again by their next owner; forget it here.
             self.queue._outstanding.pop(tp, None)
             self.queue._high.pop(tp, None)
+            self.queue._committed.pop(tp, None)
+        self.queue._lanes.discard(lambda r: r.tp in gone)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
@@ -102,6 +147,7 @@ class KafkaQueue:
         partitions: int = 6,
         max_deliveries: int = 3,
         session_timeout_ms: int = 10_000,
+        read_ahead: int = 400,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -110,17 +156,20 @@ class KafkaQueue:
         self.partitions = partitions
         self.max_deliveries = max_deliveries
         self.session_timeout_ms = session_timeout_ms
+        self.read_ahead = max(1, read_ahead)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._probe: AIOKafkaConsumer | None = None
         self._start_lock = asyncio.Lock()
-        self._fetch_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
         self._topics_ready = False
-        # Per partition: offsets handed out and not yet settled; highest settled offset.
+        # Per partition: offsets read (buffered or handed out) and not yet settled;
+        # highest settled offset; last committed offset.
         self._outstanding: dict[TopicPartition, set[int]] = {}
         self._high: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
+        self._lanes: TenantLanes[_Record] = TenantLanes()
+        self._fetcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -134,6 +183,8 @@ class KafkaQueue:
             kwargs.setdefault("partitions", int(query["partitions"][0]))
         if "group" in query:
             kwargs.setdefault("group", query["group"][0])
+        if "read_ahead" in query:
+            kwargs["read_ahead"] = int(query["read_ahead"][0])
         return cls(parts.netloc, topic, **kwargs)
 
     # --- set-up -------------------------------------------------------------
@@ -188,11 +239,11 @@ class KafkaQueue:
                         auto_offset_reset="earliest",
                         session_timeout_ms=self.session_timeout_ms,
                         heartbeat_interval_ms=max(500, self.session_timeout_ms // 5),
-                        max_poll_records=1,
                     )
                     await consumer.start()
                     consumer.subscribe([self.topic], listener=_Rebalance(self))
                     self._consumer = consumer
+                    self._fetcher = asyncio.create_task(self._fetch_loop(consumer))
         return self._consumer
 
     # --- port -----------------------------------------------------------------
@@ -206,23 +257,56 @@ class KafkaQueue:
     async def publish(self, message: JobMessage) -> None:
         await self._send(self.topic, message, 0)
 
-    async def receive(self, consumer: str, timeout_s: float) -> KafkaDelivery | None:
-        kc = await self._consumer_started()
+    async def receive(
+        self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()
+    ) -> KafkaDelivery | None:
+        await self._consumer_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         while True:
-            left = deadline - loop.time()
-            async with self._fetch_lock:
-                batch = await kc.getmany(timeout_ms=int(max(0.0, left) * 1000), max_records=1)
-            for tp, records in batch.items():
-                for record in records:
-                    delivery = await self._delivery(tp, record)
-                    if delivery is not None:
-                        return delivery
-            if loop.time() >= deadline:
+            record = await self._lanes.take(deadline - loop.time(), skip_tenants)
+            if record is None:
                 return None
+            if self._holds(record):  # else its partition was revoked meanwhile
+                return KafkaDelivery(record.message, record.prior + 1, record.tp, record.offset, self)
 
-    async def _delivery(self, tp: TopicPartition, record: Any) -> KafkaDelivery | None:
+    def _holds(self, record: _Record) -> bool:
+        return record.offset in self._outstanding.get(record.tp, ())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch_loop(self, kc: AIOKafkaConsumer) -> None:
+        """Read ahead into the tenant lanes, pausing partitions with ``read_ahead`` unsettled records.
+
+        Polling never stops while the process lives, so the group does not think a
+        consumer whose workers are all busy with long jobs has died.
+        """
+        while True:
+            try:
+                self._flow(kc)
+                batch = await kc.getmany(timeout_ms=500, max_records=min(self.read_ahead, 100))
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._buffer(tp, record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("queue.kafka.fetch_failed", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    def _flow(self, kc: AIOKafkaConsumer) -> None:
+        paused = kc.paused()
+        for tp in kc.assignment():
+            full = len(self._outstanding.get(tp, ())) >= self.read_ahead
+            if full and tp not in paused:
+                kc.pause(tp)
+            elif not full and tp in paused:
+                kc.resume(tp)
+
+    async def _buffer(self, tp: TopicPartition, record: Any) -> None:
         self._outstanding.setdefault(tp, set()).add(record.offset)
         try:
             body = json.loads(record.value)
@@ -231,12 +315,12 @@ class KafkaQueue:
         except (ValueError, KeyError, TypeError):
             log.warning("queue.kafka.bad_message", partition=tp.partition, offset=record.offset)
             await self._settle(tp, record.offset)
-            return None
+            return
         if prior >= self.max_deliveries:
             await self._send(self.dead_topic, message, prior, reason="max_deliveries")
             await self._settle(tp, record.offset)
-            return None
-        return KafkaDelivery(message, prior + 1, tp, record.offset, self)
+            return
+        self._lanes.push(message.tenant_id, _Record(tp, record.offset, message, prior))
 
     async def _settle(self, tp: TopicPartition, offset: int) -> None:
         pending = self._outstanding.get(tp)
@@ -293,6 +377,10 @@ class KafkaQueue:
         return total
 
     async def close(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.cancel()
+            await asyncio.gather(self._fetcher, return_exceptions=True)
+            self._fetcher = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,10 +1,15 @@
-"""In-process queue (embedded mode). Not durable: the reconciler refills it from the database at boot."""
+"""In-process queue (embedded mode), fair across tenants (per-tenant lanes, round-robin).
+
+Not durable: the reconciler refills it from the database at boot.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from contrackt.adapters.queue.lanes import TenantLanes
 from contrackt.domain.jobs import JobMessage
 
 
@@ -13,51 +18,80 @@ class MemoryDelivery:
     message: JobMessage
     deliveries: int
     _queue: MemoryQueue = field(repr=False)
+    _done: bool = field(default=False, repr=False)
+
+    def _settle(self) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        self._queue._inflight -= 1
+        return True
 
     async def ack(self) -> None:
-        self._queue._inflight -= 1
+        self._settle()
 
     async def retry(self, delay_s: float) -> None:
-        self._queue._inflight -= 1
-        self._queue._delayed += 1
+        if self._settle():
+            self._queue._later(delay_s, self.message, self.deliveries)
 
-        async def later() -> None:
-            await asyncio.sleep(delay_s)
-            self._queue._delayed -= 1
-            self._queue._put(self.message, self.deliveries)
+    async def defer(self, delay_s: float, *, hold_tenant: bool = False) -> None:
+        if not self._settle():
+            return
+        if hold_tenant:
+            # Back at the head of its tenant's lane, which is skipped meanwhile.
+            self._queue._lanes.push(self.message.tenant_id, (self.message, self.deliveries - 1), front=True)
+            self._queue._lanes.hold(self.message.tenant_id, delay_s)
+        else:
+            self._queue._later(delay_s, self.message, self.deliveries - 1)
 
-        self._queue._tasks.add(task := asyncio.create_task(later()))
-        task.add_done_callback(self._queue._tasks.discard)
+    async def touch(self) -> None:
+        return None  # nobody else can take it: the queue lives and dies with this process
 
     async def dead_letter(self, reason: str) -> None:
-        self._queue._inflight -= 1
-        self._queue.dead_letters.append((self.message, reason))
+        if self._settle():
+            self._queue.dead_letters.append((self.message, reason))
 
 
 class MemoryQueue:
     def __init__(self) -> None:
-        self._q: asyncio.Queue[tuple[JobMessage, int]] = asyncio.Queue()
+        # Each waiting message with the deliveries it already had.
+        self._lanes: TenantLanes[tuple[JobMessage, int]] = TenantLanes()
         self._inflight = 0
         self._delayed = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.dead_letters: list[tuple[JobMessage, str]] = []
 
-    def _put(self, message: JobMessage, deliveries: int) -> None:
-        self._q.put_nowait((message, deliveries))
+    def _put(self, message: JobMessage, prior: int) -> None:
+        self._lanes.push(message.tenant_id, (message, prior))
+
+    def _later(self, delay_s: float, message: JobMessage, prior: int) -> None:
+        self._delayed += 1
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(max(0.0, delay_s))
+            finally:
+                self._delayed -= 1
+            self._put(message, prior)
+
+        self._tasks.add(task := asyncio.create_task(later()))
+        task.add_done_callback(self._tasks.discard)
 
     async def publish(self, message: JobMessage) -> None:
         self._put(message, 0)
 
-    async def receive(self, consumer: str, timeout_s: float) -> MemoryDelivery | None:
-        try:
-            message, deliveries = await asyncio.wait_for(self._q.get(), timeout_s)
-        except TimeoutError:
+    async def receive(
+        self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()
+    ) -> MemoryDelivery | None:
+        item = await self._lanes.take(timeout_s, skip_tenants)
+        if item is None:
             return None
+        message, prior = item
         self._inflight += 1
-        return MemoryDelivery(message, deliveries + 1, self)
+        return MemoryDelivery(message, prior + 1, self)
 
     async def depth(self) -> int:
-        return self._q.qsize() + self._inflight + self._delayed
+        return len(self._lanes) + self._inflight + self._delayed
 
     async def close(self) -> None:
         for task in list(self._tasks):

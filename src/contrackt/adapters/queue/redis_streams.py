@@ -1,50 +1,216 @@
-"""Job queue on Redis Streams: consumer group, ack after commit, claim of abandoned entries.
+"""Job queue on Redis Streams, fair across tenants: one stream per tenant, served round-robin.
 
-* ``publish``: XADD (MAXLEN ~ trimming) of ``{"job": <json>, "prior": "0"}``.
-* ``receive``: moves due delayed retries back to the stream, XAUTOCLAIMs one entry
-  idle longer than ``claim_idle_s`` (its consumer died), else XREADGROUP ``>``.
+Keys (one hash tag, so a Redis Cluster keeps them in one slot; ``S`` is the configured
+stream name, default ``contrackt:jobs``):
+
+* ``{S}:t:<tenant>``: the tenant's stream, with the consumer group ``contrackt-workers``.
+* ``{S}:ring`` (list) and ``{S}:tenants`` (set): the tenants whose stream has entries
+  (waiting or in flight), in serving order; ``{S}:last``: the tenant served last (a
+  tenant joining the ring goes just ahead of it, so a newcomer is served next).
+* ``{S}:delayed`` (zset, due time): retried and deferred messages.
+* ``{S}:held`` (zset, until): tenants at their in-flight cap, skipped until then.
+* ``{S}:backlog`` (list): one element per message in the queue (in a tenant stream or
+  delayed), moved in the same script as the message: ``LLEN`` is ``depth()``, and what
+  KEDA's ``redis`` scaler watches (it reads list lengths only).
+* ``{S}:bell`` (list): publishers ring it so idle consumers (BLPOP) wake at once.
+* ``{S}:dead``: the dead-letter stream.
+
+* ``receive``: one Lua script moves due delayed messages back, then visits tenants from
+  the head of the ring: for a tenant not held (nor skipped by the caller), an entry idle
+  longer than ``claim_idle_s`` (its consumer died: XAUTOCLAIM), else its next new entry
+  (XREADGROUP, no BLOCK inside a script); the tenant served moves to the tail. Tenants
+  whose stream emptied leave the ring. With nothing to hand out the consumer waits on
+  the bell (BLPOP, ``poll_s``).
+* ``touch``: XCLAIM ... JUSTID by the entry's own consumer resets its idle time, so a job
+  whose worker is alive (heartbeats) is never claimed by another consumer.
 * ``ack``: XACK + XDEL, called by the service only after its outcome is committed.
-* ``retry(delay)``: the entry moves to a ZSET scored by due time (XACK + XDEL +
-  ZADD in one MULTI); a later ``receive`` moves it back with XADD.
-* ``dead_letter``: XADD to ``{stream}:dead`` + XACK + XDEL.
-* ``deliveries``: ``prior`` (deliveries before a retry) + the entry's delivery
-  count from XPENDING.
-* ``depth``: XLEN (acked entries are deleted, so it counts waiting + pending) plus
-  the delayed ZSET.
+* ``retry(delay)`` / ``defer(delay)``: the entry moves to ``{S}:delayed`` (XACK + XDEL +
+  ZADD in one script); ``defer`` keeps its delivery count and may hold the tenant.
+* ``dead_letter``: XADD to ``{S}:dead`` + XACK + XDEL.
+* Settling (ack, retry, defer, dead_letter, touch) only acts while the entry is still
+  this consumer's (XPENDING): an entry claimed meanwhile by another consumer is theirs.
+* ``deliveries``: ``prior`` (deliveries before a retry) + the entry's delivery count.
 
-Acked entries are deleted, so MAXLEN only bounds a backlog that nobody consumes;
-if it ever trims a waiting job, the database reconciler re-enqueues it.
+Acked entries are deleted, so a tenant stream holds exactly its waiting and in-flight
+messages. A tenant stream at ``maxlen`` refuses more (logged); the job stays pending in
+the database and the reconciler enqueues it again later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse, urlunparse
 
+import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from contrackt.domain.jobs import JobMessage
+
+log = structlog.get_logger("contrackt.queue.redis")
 
 DEFAULT_STREAM = "contrackt:jobs"
 GROUP = "contrackt-workers"
 
-# KEYS[1] delayed zset, KEYS[2] stream; ARGV now, maxlen, batch. Moves due members back.
-PROMOTE_LUA = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(due) do
-  if redis.call('ZREM', KEYS[1], member) == 1 then
-    local m = cjson.decode(member)
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'job', m['job'], 'prior', m['prior'])
+_NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# A tenant with a new entry joins the ring (if not in it yet) just ahead of the tenant served last.
+_JOIN = """
+local function join(ring, members, last_key, tenant)
+  if redis.call('SADD', members, tenant) == 0 then return end
+  local last = redis.call('GET', last_key)
+  if last and redis.call('LINDEX', ring, -1) == last then
+    redis.call('RPOP', ring)
+    redis.call('RPUSH', ring, tenant, last)
+  else
+    redis.call('RPUSH', ring, tenant)
   end
 end
-return #due
 """
+
+# KEYS: ring, tenants, backlog, bell, tenant stream, last. ARGV: tenant, job, prior, group, maxlen.
+PUBLISH_LUA = (
+    _JOIN
+    + """
+local s = KEYS[5]
+if redis.call('XLEN', s) >= tonumber(ARGV[5]) then return 0 end
+redis.pcall('XGROUP', 'CREATE', s, ARGV[4], '0', 'MKSTREAM')
+redis.call('XADD', s, '*', 'job', ARGV[2], 'prior', ARGV[3])
+join(KEYS[1], KEYS[2], KEYS[6], ARGV[1])
+redis.call('RPUSH', KEYS[3], '1')
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, 63)
+return 1
+"""
+)
+
+# KEYS: ring, tenants, delayed, held, last.
+# ARGV: stream prefix, group, consumer, claim idle ms, max tenants visited, max promoted,
+#       tenants to skip (JSON list).
+# Returns {tenant, entry id, fields, times delivered} or false.
+RECEIVE_LUA = (
+    _NOW_MS
+    + _JOIN
+    + """
+local now = now_ms()
+local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+local skip = {}
+for _, t in ipairs(cjson.decode(ARGV[7])) do skip[t] = true end
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+for _, member in ipairs(due) do
+  if redis.call('ZREM', KEYS[3], member) == 1 then
+    local m = cjson.decode(member)
+    local s = prefix .. m['tenant']
+    redis.pcall('XGROUP', 'CREATE', s, group, '0', 'MKSTREAM')
+    redis.call('XADD', s, '*', 'job', m['job'], 'prior', m['prior'])
+    join(KEYS[1], KEYS[2], KEYS[5], m['tenant'])
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+
+local function next_entry(s)
+  local claimed = redis.pcall('XAUTOCLAIM', s, group, consumer, ARGV[4], '0-0', 'COUNT', 1)
+  if type(claimed) == 'table' and claimed['err'] then
+    redis.pcall('XGROUP', 'CREATE', s, group, '0', 'MKSTREAM')
+    return nil
+  end
+  for _, e in ipairs(claimed[2]) do
+    if e and e[2] then
+      local p = redis.call('XPENDING', s, group, e[1], e[1], 1)
+      local times = 1
+      if p[1] then times = p[1][4] end
+      return {e[1], e[2], times}
+    end
+  end
+  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', s, '>')
+  if got and got[1][2][1] then
+    local e = got[1][2][1]
+    return {e[1], e[2], 1}
+  end
+  return nil
+end
+
+for _, tenant in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1)) do
+  local s = prefix .. tenant
+  if not skip[tenant] and not redis.call('ZSCORE', KEYS[4], tenant) then
+    local e = next_entry(s)
+    if e then
+      -- served: to the back of the ring
+      redis.call('LREM', KEYS[1], 1, tenant)
+      redis.call('RPUSH', KEYS[1], tenant)
+      redis.call('SET', KEYS[5], tenant)
+      return {tenant, e[1], e[2], e[3]}
+    end
+  end
+  if redis.call('XLEN', s) == 0 then
+    redis.call('LREM', KEYS[1], 1, tenant)
+    redis.call('SREM', KEYS[2], tenant)
+  end
+end
+return false
+"""
+)
+
+_OWNED = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not p[1] or p[1][2] ~= ARGV[3] then return 0 end
+"""
+
+# KEYS: tenant stream, backlog. ARGV: group, entry id, consumer.
+ACK_LUA = (
+    _OWNED
+    + """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then redis.call('LPOP', KEYS[2]) end
+return 1
+"""
+)
+
+# KEYS: tenant stream, delayed, held. ARGV: group, entry id, consumer, member, delay ms, tenant to hold or ''.
+LATER_LUA = (
+    _NOW_MS
+    + _OWNED
+    + """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
+  local at = now_ms() + tonumber(ARGV[5])
+  redis.call('ZADD', KEYS[2], at, ARGV[4])
+  if ARGV[6] ~= '' then redis.call('ZADD', KEYS[3], 'GT', at, ARGV[6]) end
+end
+return 1
+"""
+)
+
+# KEYS: tenant stream, dead stream, backlog. ARGV: group, entry id, consumer, job, reason, deliveries, maxlen.
+DEAD_LUA = (
+    _OWNED
+    + """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
+  redis.call('LPOP', KEYS[3])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'job', ARGV[4], 'reason', ARGV[5], 'deliveries', ARGV[6])
+end
+return 1
+"""
+)
+
+# KEYS: tenant stream. ARGV: group, entry id, consumer.
+TOUCH_LUA = (
+    _OWNED
+    + """
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""
+)
 
 
 def _text(value: Any) -> str:
@@ -55,48 +221,55 @@ def _text(value: Any) -> str:
 class RedisDelivery:
     message: JobMessage
     deliveries: int
+    stream: str  # the tenant's stream
     entry_id: str
+    consumer: str
     _queue: RedisStreamsQueue = field(repr=False)
     _raw: str = field(repr=False, default="")
     _done: bool = field(default=False, repr=False)
+
+    def _owned_args(self) -> list[str]:
+        return [self._queue.group, self.entry_id, self.consumer]
 
     async def ack(self) -> None:
         if self._done:
             return
         self._done = True
         q = self._queue
-        async with q.client.pipeline(transaction=True) as pipe:
-            pipe.xack(q.stream, q.group, self.entry_id)
-            pipe.xdel(q.stream, self.entry_id)
-            await pipe.execute()
+        await q._ack_script(keys=[self.stream, q.backlog_key], args=self._owned_args())
 
-    async def retry(self, delay_s: float) -> None:
+    async def _later(self, delay_s: float, prior: int, hold: str) -> None:
         if self._done:
             return
         self._done = True
         q = self._queue
-        member = json.dumps({"job": self._raw, "prior": str(self.deliveries), "n": uuid.uuid4().hex})
-        async with q.client.pipeline(transaction=True) as pipe:
-            pipe.zadd(q.delayed_key, {member: time.time() + max(0.0, delay_s)})
-            pipe.xack(q.stream, q.group, self.entry_id)
-            pipe.xdel(q.stream, self.entry_id)
-            await pipe.execute()
+        member = json.dumps(
+            {"job": self._raw, "prior": str(prior), "tenant": self.message.tenant_id, "n": uuid.uuid4().hex}
+        )
+        await q._later_script(
+            keys=[self.stream, q.delayed_key, q.held_key],
+            args=[*self._owned_args(), member, int(max(0.0, delay_s) * 1000), hold],
+        )
+
+    async def retry(self, delay_s: float) -> None:
+        await self._later(delay_s, self.deliveries, "")
+
+    async def defer(self, delay_s: float, *, hold_tenant: bool = False) -> None:
+        await self._later(delay_s, self.deliveries - 1, self.message.tenant_id if hold_tenant else "")
+
+    async def touch(self) -> None:
+        if not self._done:
+            await self._queue._touch_script(keys=[self.stream], args=self._owned_args())
 
     async def dead_letter(self, reason: str) -> None:
         if self._done:
             return
         self._done = True
         q = self._queue
-        async with q.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                q.dead_stream,
-                {"job": self._raw, "reason": reason[:200], "deliveries": str(self.deliveries)},
-                maxlen=q.maxlen,
-                approximate=True,
-            )
-            pipe.xack(q.stream, q.group, self.entry_id)
-            pipe.xdel(q.stream, self.entry_id)
-            await pipe.execute()
+        await q._dead_script(
+            keys=[self.stream, q.dead_stream, q.backlog_key],
+            args=[*self._owned_args(), self._raw, reason[:200], str(self.deliveries), q.maxlen],
+        )
 
 
 class RedisStreamsQueue:
@@ -106,24 +279,37 @@ class RedisStreamsQueue:
         *,
         stream: str = DEFAULT_STREAM,
         group: str = GROUP,
-        claim_idle_s: float = 300.0,
+        claim_idle_s: float = 30.0,
         maxlen: int = 100_000,
         poll_s: float = 0.5,
+        max_visits: int = 256,
     ) -> None:
         self.client = client
         self.stream = stream
         self.group = group
-        self.dead_stream = f"{stream}:dead"
-        self.delayed_key = f"{stream}:delayed"
+        tag = "{" + stream + "}"
+        self.tenant_prefix = f"{tag}:t:"
+        self.ring_key = f"{tag}:ring"
+        self.tenants_key = f"{tag}:tenants"
+        self.last_key = f"{tag}:last"
+        self.delayed_key = f"{tag}:delayed"
+        self.held_key = f"{tag}:held"
+        self.backlog_key = f"{tag}:backlog"
+        self.bell_key = f"{tag}:bell"
+        self.dead_stream = f"{tag}:dead"
         self.claim_idle_ms = max(1, int(claim_idle_s * 1000))
         self.maxlen = maxlen
-        self.poll_s = poll_s
-        self._group_ready = False
-        self._group_lock = asyncio.Lock()
-        self._promote = client.register_script(PROMOTE_LUA)
+        self.poll_s = max(0.05, poll_s)
+        self.max_visits = max_visits
+        self._publish_script = client.register_script(PUBLISH_LUA)
+        self._receive_script = client.register_script(RECEIVE_LUA)
+        self._ack_script = client.register_script(ACK_LUA)
+        self._later_script = client.register_script(LATER_LUA)
+        self._dead_script = client.register_script(DEAD_LUA)
+        self._touch_script = client.register_script(TOUCH_LUA)
 
     @classmethod
-    def from_url(cls, url: str, *, claim_idle_s: float = 300.0, maxlen: int = 100_000) -> RedisStreamsQueue:
+    def from_url(cls, url: str, *, claim_idle_s: float = 30.0, maxlen: int = 100_000) -> RedisStreamsQueue:
         """``redis://host:port[/db[/stream]][?stream=name]`` (default stream ``contrackt:jobs``)."""
         parts = urlparse(url)
         query = parse_qs(parts.query)
@@ -140,84 +326,62 @@ class RedisStreamsQueue:
         client_url = urlunparse((parts.scheme, parts.netloc, f"/{db}", "", rest, ""))
         return cls(Redis.from_url(client_url), stream=stream, claim_idle_s=claim_idle_s, maxlen=maxlen)
 
-    async def _ensure_group(self) -> None:
-        if self._group_ready:
-            return
-        async with self._group_lock:
-            if self._group_ready:
-                return
-            try:
-                await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            self._group_ready = True
+    def tenant_stream(self, tenant_id: str) -> str:
+        return f"{self.tenant_prefix}{tenant_id}"
 
     async def publish(self, message: JobMessage) -> None:
-        await self.client.xadd(
-            self.stream,
-            {"job": json.dumps(message.to_dict()), "prior": "0"},
-            maxlen=self.maxlen,
-            approximate=True,
+        added = await self._publish_script(
+            keys=[
+                self.ring_key,
+                self.tenants_key,
+                self.backlog_key,
+                self.bell_key,
+                self.tenant_stream(message.tenant_id),
+                self.last_key,
+            ],
+            args=[message.tenant_id, json.dumps(message.to_dict()), "0", self.group, self.maxlen],
         )
+        if not added:
+            # The job stays pending in the database; the reconciler enqueues it again later.
+            log.warning("queue.redis.tenant_stream_full", tenant_id=message.tenant_id)
 
-    def _delivery(self, entry_id: Any, fields: dict[Any, Any], count: int) -> RedisDelivery:
-        data = {_text(k): _text(v) for k, v in fields.items()}
+    async def receive(
+        self, consumer: str, timeout_s: float, *, skip_tenants: Collection[str] = ()
+    ) -> RedisDelivery | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        while True:
+            skip = json.dumps(sorted(skip_tenants))  # read again each round: the caller's set may change
+            got: Any = await self._receive_script(
+                keys=[self.ring_key, self.tenants_key, self.delayed_key, self.held_key, self.last_key],
+                args=[self.tenant_prefix, self.group, consumer, self.claim_idle_ms, self.max_visits, 100, skip],
+            )
+            if got:
+                return self._delivery(consumer, got)
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            # Woken by a publish, or after poll_s (delayed messages, held tenants, idle entries).
+            await self.client.blpop([self.bell_key], timeout=max(0.01, min(left, self.poll_s)))
+
+    def _delivery(self, consumer: str, got: list[Any]) -> RedisDelivery:
+        tenant, entry_id, flat, times = got
+        data = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
         raw = data["job"]
         message = JobMessage.from_dict(json.loads(raw))
         prior = int(data.get("prior", "0"))
-        return RedisDelivery(message, prior + count, _text(entry_id), self, raw)
-
-    async def _claim(self, consumer: str) -> RedisDelivery | None:
-        result = await self.client.xautoclaim(
-            self.stream, self.group, consumer, min_idle_time=self.claim_idle_ms, start_id="0-0", count=1
+        return RedisDelivery(
+            message,
+            prior + int(times),
+            self.tenant_stream(_text(tenant)),
+            _text(entry_id),
+            consumer,
+            self,
+            raw,
         )
-        entries = result[1] if len(result) > 1 else []
-        for entry_id, fields in entries:
-            if not fields:  # deleted meanwhile
-                continue
-            pending = await self.client.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
-            count = int(pending[0]["times_delivered"]) if pending else 1
-            return self._delivery(entry_id, fields, count)
-        return None
-
-    async def receive(self, consumer: str, timeout_s: float) -> RedisDelivery | None:
-        try:
-            return await self._receive(consumer, timeout_s)
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                # Redis lost the stream (restart without persistence, FLUSHALL):
-                # recreate the group; the database reconciler re-enqueues lost jobs.
-                self._group_ready = False
-            raise
-
-    async def _receive(self, consumer: str, timeout_s: float) -> RedisDelivery | None:
-        await self._ensure_group()
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        while True:
-            await self._promote(keys=[self.delayed_key, self.stream], args=[time.time(), self.maxlen, 100])
-            claimed = await self._claim(consumer)
-            if claimed is not None:
-                return claimed
-            left = deadline - time.monotonic()
-            block_ms = int(max(0.0, min(left, self.poll_s)) * 1000)
-            resp: Any = await self.client.xreadgroup(
-                self.group, consumer, {self.stream: ">"}, count=1, block=block_ms or None
-            )
-            for _stream, entries in resp or []:
-                for entry_id, fields in entries:
-                    if fields:
-                        return self._delivery(entry_id, fields, 1)
-            if time.monotonic() >= deadline:
-                return None
 
     async def depth(self) -> int:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.xlen(self.stream)
-            pipe.zcard(self.delayed_key)
-            counts: list[Any] = await pipe.execute()
-        length, delayed = counts
-        return int(length) + int(delayed)
+        return int(await self.client.llen(self.backlog_key))
 
     async def dead_letters(self) -> list[tuple[JobMessage, str]]:
         """The dead-letter stream's messages and reasons (operators, tests)."""

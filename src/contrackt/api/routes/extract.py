@@ -67,7 +67,7 @@ async def extract(
     # Any refusal closes the connection, so an unread body is never read.
     with closing_on_error(), e.admission.upload(caller.api_key_id):
         check_declared_length(request.headers.get("content-length"), e.body.max_bytes)
-        await c.intake.check_capacity()
+        await c.intake.check_capacity(caller)
         data = await read_body(request.stream(), request.headers.get("content-type", ""), e.body)
         accepted = await c.intake.submit(
             caller, data, idempotency_key=idempotency_key, engine=engine, mode=mode, delete_on_read=delete_on_read
