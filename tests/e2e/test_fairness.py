@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from bench.fairness import embedded, production
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
