@@ -125,7 +125,8 @@ def _hwm_kb(pid: int) -> int:
 def side(src: Path, workers: int) -> dict[str, dict[str, float]]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--side", "--workers", str(workers)],
+        [sys.executable, "-m", "bench.isolation", "--side", "--workers", str(workers)],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
