@@ -196,6 +196,20 @@ def test_no_child_outlives_its_document(pool: ProcessPoolExtractor) -> None:
     assert Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split() == []  # all reaped
 
 
+def test_a_failed_job_leaves_no_child_even_when_its_event_loop_is_gone(pool: ProcessPoolExtractor) -> None:
+    """The first page crashes; the job's other lane is cancelled while its child is being forked,
+    and the test's event loop closes right after: that child must still be ended (it used to
+    outlive the job, 28 times in 30 under load)."""
+    born = corpus_path("synthetic", "born_digital.pdf").read_bytes()
+    for _ in range(10):
+        with pytest.raises(ContracktError):
+            asyncio.run(pool.extract(born, ExtractOptions(engine="crash")))
+    deadline = time.monotonic() + 5
+    while pool.child_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.child_pids() == []
+
+
 # ----------------------------------------------------------------------------- output caps
 
 

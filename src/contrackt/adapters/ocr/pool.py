@@ -28,6 +28,7 @@ small thread pool.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -649,12 +650,13 @@ class ProcessPoolExtractor:
 
     async def _spawn(self, engine: str | None) -> _Child:
         loop = asyncio.get_running_loop()
-        spawning = loop.run_in_executor(self._io, self._spawn_sync, engine)
+        forking = self._io.submit(self._spawn_sync, engine)
         try:
-            child = await asyncio.shield(spawning)
+            child = await asyncio.shield(asyncio.wrap_future(forking))
         except asyncio.CancelledError:
-            # The fork goes on in its thread: end the child as soon as it exists.
-            spawning.add_done_callback(self._kill_spawned)
+            # The fork goes on in its thread: end the child as soon as it exists. A callback on
+            # the thread's future runs even if this event loop is closed by then.
+            forking.add_done_callback(self._kill_spawned)
             raise
         try:
             header, _ = await self._recv(loop, child, READY_TIMEOUT_S)
@@ -669,9 +671,9 @@ class ProcessPoolExtractor:
             raise ContracktError("An extraction worker did not confine itself")
         return child
 
-    def _kill_spawned(self, spawning: asyncio.Future[_Child]) -> None:
-        if not spawning.cancelled() and spawning.exception() is None:
-            self._kill(spawning.result())
+    def _kill_spawned(self, forking: concurrent.futures.Future[_Child]) -> None:
+        if not forking.cancelled() and forking.exception() is None:
+            self._kill(forking.result())
 
     def _kill(self, child: _Child) -> None:
         if child.dead:
