@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # /metrics: public (on the API listener) | off | host:port (a separate listener)
     metrics_listen: str = "public"
     public_docs: bool = True  # /docs, /redoc and /openapi.json on the API listener
+    # `contrackt worker`'s own listener: /v1/health/live, /v1/health/ready, /metrics (off: none)
+    worker_listen: str = "127.0.0.1:9100"
     # A mounted PEM (Ed25519, PKCS#8) shared by every replica; unset: the key kept in the
     # database, wrapped by the key provider
     receipt_key_file: Path | None = None

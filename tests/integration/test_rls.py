@@ -256,7 +256,7 @@ async def test_migrate_twice_is_idempotent(world: World) -> None:
         after = await admin.fetch("SELECT tablename, policyname, cmd, qual, with_check FROM pg_policies ORDER BY 1, 2")
         assert [tuple(r) for r in before] == [tuple(r) for r in after]
         assert await admin.fetchval("SELECT count(*) FROM jobs") == jobs_before
-        assert await admin.fetchval("SELECT version_num FROM alembic_version") == "0002"
+        assert await admin.fetchval("SELECT version_num FROM alembic_version") == "0006"
     finally:
         await admin.close()
     async with world.uow(world.a) as u:  # the service still works with its password

@@ -1,0 +1,23 @@
+"""Webhooks and their deliveries (issue 12).
+
+Revision ID: 0004
+Revises: 0003
+
+Revision 0001 creates its tables from the current shared definitions, so on a new database
+whatever this revision adds may already exist: each step adds only what is missing.
+"""
+
+from __future__ import annotations
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Nothing yet: reserved so that parallel work keeps one chain of revisions."""
+
+
+def downgrade() -> None:
+    """Nothing yet."""
