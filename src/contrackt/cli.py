@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
+from contrackt.secret_files import SecretFileError
 from contrackt.settings import Settings
 
 T = TypeVar("T")
@@ -28,7 +30,12 @@ def _settings() -> Settings:
 
     # Everything we write (database, WAL, blobs, key file) is for our eyes only.
     os.umask(0o077)
-    s = Settings()
+    try:
+        s = Settings()
+    except ValidationError as exc:  # the message of each error, never the input (it holds secrets)
+        raise click.ClickException("; ".join(str(e["msg"]) for e in exc.errors(include_input=False))) from None
+    except SecretFileError as exc:
+        raise click.ClickException(str(exc)) from None
     configure(s.log_format, s.log_level)
     return s
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from contrackt.secret_files import SecretFilesSource
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|s|m|h)\s*$")
 _PERIODS = {"second": 1.0, "s": 1.0, "minute": 60.0, "m": 60.0, "hour": 3600.0, "h": 3600.0}
@@ -23,7 +25,10 @@ def parse_rate(text: str) -> tuple[int, float]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONTRACKT_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a validation error must not print the other settings (URLs with passwords)
+    model_config = SettingsConfigDict(
+        env_prefix="CONTRACKT_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     env: str = Field("dev", description="dev | production")
     home: Path = Path("./.contrackt")
@@ -94,6 +99,19 @@ class Settings(BaseSettings):
     receipt_key_file: Path | None = None
     log_format: str = "auto"  # auto | console | json
     log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # CONTRACKT_<SECRET>_FILE (secret_files.SECRET_SETTINGS): a mounted secret, read at start-up;
+        # set beside CONTRACKT_<SECRET> it is an error, so its place among the env sources is moot.
+        return init_settings, env_settings, SecretFilesSource(settings_cls), dotenv_settings, file_secret_settings
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

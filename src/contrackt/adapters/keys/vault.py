@@ -1,7 +1,8 @@
 """HashiCorp Vault transit master key: tenant keys are wrapped by Vault's transit engine.
 
 URL: ``vault://HOST:PORT/MOUNT/KEY_NAME`` (``?tls=false`` for plain HTTP on a
-development server); the token comes from ``VAULT_TOKEN``. The transit key must be
+development server); the token comes from ``VAULT_TOKEN``, or from the file ``VAULT_TOKEN_FILE``
+names (a mounted secret; setting both is an error). The transit key must be
 an AEAD key (``aes256-gcm96``, the default); the wrap context travels as
 ``associated_data`` so a wrapped key only unwraps for the tenant/purpose it was made for.
 """
@@ -9,12 +10,12 @@ an AEAD key (``aes256-gcm96``, the default); the wrap context travels as
 from __future__ import annotations
 
 import base64
-import os
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 
 from contrackt.domain.errors import KeyUnavailable
+from contrackt.secret_files import env_or_file
 
 
 class VaultKeyProvider:
@@ -41,9 +42,9 @@ class VaultKeyProvider:
         path = [p for p in parts.path.split("/") if p]
         if parts.scheme != "vault" or not parts.netloc or len(path) != 2:
             raise ValueError("CONTRACKT_KEYS_URL must look like vault://host:8200/transit/KEY_NAME")
-        token = os.environ.get("VAULT_TOKEN")
+        token = env_or_file("VAULT_TOKEN")
         if not token:
-            raise ValueError("vault:// needs the VAULT_TOKEN environment variable")
+            raise ValueError("vault:// needs VAULT_TOKEN or VAULT_TOKEN_FILE")
         tls = parse_qs(parts.query).get("tls", ["true"])[0].lower() != "false"
         scheme = "https" if tls else "http"
         return cls(f"{scheme}://{parts.netloc}", path[0], path[1], token, transport=transport)
