@@ -33,4 +33,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+# kubectl (its built-in kustomize renders deploy/k8s in the tests) comes with the machine image,
+# from a vendor's apt repository that a bare Debian lacks: say so here rather than in a test.
+command -v kubectl >/dev/null 2>&1 || echo "warning: kubectl is missing; tests/unit/test_deploy.py will fail" >&2
 echo "installed: $(.venv/bin/contrackt --version)"
