@@ -165,8 +165,10 @@ _DELIVERY_DOC = (
     description=_DELIVERY_DOC,
     response_model=WebhookCreated,
     responses=problems(
+        400,
         409,
         descriptions={
+            400: "invalid_request: the body is not JSON",
             409: "too_many_webhooks: the tenant has CONTRACKT_WEBHOOK_MAX_PER_TENANT endpoints",
             422: "invalid_request, or webhook_url_refused: not https, credentials in the URL, or the host "
             "resolves to a loopback, private, link-local or other non-public address",
