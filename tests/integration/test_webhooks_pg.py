@@ -179,3 +179,15 @@ async def test_two_dispatchers_over_postgres_send_each_event_once_signed(world: 
     assert len(delivered) == 1 and delivered[0].job_id == job_a
     assert delivered[0].details["url"].endswith("/a") and "k=1" not in str(delivered[0].details)
     assert await _dispatcher(world).run_once() == 0
+
+
+async def test_concurrent_registrations_never_pass_the_per_tenant_cap(world: World) -> None:
+    from contrackt.domain.errors import TooManyWebhooks
+
+    outcomes = await asyncio.gather(
+        *(world.service.add(world.a, world.rx.url(f"/n{i}"), ["job.completed"]) for i in range(8)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 4  # 5 allowed, 1 existed
+    assert all(isinstance(o, TooManyWebhooks) for o in outcomes if isinstance(o, BaseException))
+    assert len(await world.service.list_for_tenant(world.a)) == 5

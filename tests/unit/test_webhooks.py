@@ -300,3 +300,23 @@ def test_cli_add_list_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     again = runner.invoke(main, ["webhook", "remove", tenant_id, hook["id"]])
     assert again.exit_code != 0 and "not_found" in again.output
     assert '"url"' not in runner.invoke(main, ["webhook", "list", tenant_id]).output
+
+
+async def test_the_openapi_documents_the_routes_and_the_deliveries_with_examples(tmp_path: Path) -> None:
+    async with running(tmp_path / "home") as (_, client):
+        spec = (await client.get("/openapi.json")).json()
+    paths = spec["paths"]
+    assert set(paths["/v1/webhooks"]) == {"get", "post"}
+    assert set(paths["/v1/webhooks/{webhook_id}"]) == {"delete"}
+    assert set(paths["/v1/webhooks/{webhook_id}/deliveries"]) == {"get"}
+    post = paths["/v1/webhooks"]["post"]
+    assert {"201", "409", "422"} <= set(post["responses"])
+    schemas = spec["components"]["schemas"]
+    assert schemas["WebhookCreated"]["examples"][0]["secret"].startswith("whsec_")
+    assert schemas["WebhookIn"]["examples"][0]["events"] == ["job.completed", "job.failed"]
+    assert schemas["AttemptList"]["examples"][0]["deliveries"][0]["outcome"] == "delivered"
+    # What Contrackt sends, in the OpenAPI 3.1 "webhooks" section: body, headers, an example.
+    assert set(spec["webhooks"]) == {"job.completed", "job.failed"}
+    sent = spec["webhooks"]["job.completed"]["post"]
+    assert {p["name"] for p in sent["parameters"]} == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    assert schemas["EventBody"]["examples"][0]["data"]["status"] == "completed"

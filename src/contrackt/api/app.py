@@ -80,6 +80,7 @@ def create_app(
         app.include_router(metrics.router)
     app.include_router(receipts.router)
     app.include_router(webhooks.router)
+    app.webhooks.include_router(webhooks.deliveries)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

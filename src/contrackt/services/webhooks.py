@@ -130,9 +130,8 @@ class WebhookService:
             created_at=self.clock.now(),
         )
         async with self.uow(tenant_id) as uow:
-            if len(await uow.webhooks.list(tenant_id)) >= self.max_per_tenant:
-                raise TooManyWebhooks(f"At most {self.max_per_tenant} webhooks per tenant; remove one first")
-            await uow.webhooks.add(hook)
+            # The audit append comes first: on PostgreSQL it serialises the tenant's transactions
+            # (its per-tenant chain lock), so two concurrent adds cannot both pass the count.
             await audit.record(
                 uow,
                 self.clock,
@@ -143,6 +142,9 @@ class WebhookService:
                 url=redacted_url(url),
                 event=",".join(wanted),
             )
+            if len(await uow.webhooks.list(tenant_id)) >= self.max_per_tenant:
+                raise TooManyWebhooks(f"At most {self.max_per_tenant} webhooks per tenant; remove one first")
+            await uow.webhooks.add(hook)
         log.info("webhook.added", webhook_id=webhook_id, url_scheme=url.split(":", 1)[0])
         return NewWebhook(webhook=hook, secret=text)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from contrackt.api.deps import ContainerDep, StatusCaller, rate_headers
@@ -13,6 +13,8 @@ from contrackt.api.errors import problems
 from contrackt.domain.webhooks import DeliveryAttempt, Webhook
 
 router = APIRouter(tags=["webhooks"])
+# What Contrackt sends (the OpenAPI "webhooks" section): included by the app factory.
+deliveries = APIRouter(tags=["webhooks"])
 
 EventType = Literal["job.completed", "job.failed"]
 _ALL_EVENTS: list[EventType] = ["job.completed", "job.failed"]
@@ -211,3 +213,58 @@ async def list_deliveries(
 ) -> AttemptList:
     attempts = await c.webhooks.deliveries(caller.tenant_id, webhook_id, limit)
     return AttemptList(deliveries=[AttemptOut.of(a) for a in attempts])
+
+
+class EventError(BaseModel):
+    code: str = Field(examples=["corrupt_pdf"])
+    message: str = Field(examples=["The PDF could not be read"])
+
+
+class EventData(BaseModel):
+    job_id: str
+    status: Literal["completed", "failed"]
+    links: dict[str, str] = Field(description="The job's API paths: self, result, events")
+    error: EventError | None = Field(default=None, description="Only in job.failed")
+
+
+class EventBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "job.completed",
+                    "timestamp": "2026-11-27T10:00:01.250000Z",
+                    "data": {
+                        "job_id": "0b8e2f4c-3c1d-4d8e-9a6b-2f1e0c9d8b7a",
+                        "status": "completed",
+                        "links": {
+                            "self": "/v1/jobs/0b8e2f4c-3c1d-4d8e-9a6b-2f1e0c9d8b7a",
+                            "result": "/v1/jobs/0b8e2f4c-3c1d-4d8e-9a6b-2f1e0c9d8b7a/result",
+                            "events": "/v1/jobs/0b8e2f4c-3c1d-4d8e-9a6b-2f1e0c9d8b7a/events",
+                        },
+                    },
+                }
+            ]
+        }
+    )
+
+    type: EventType
+    timestamp: str = Field(description="When the job finished (RFC 3339, UTC); the same on every attempt")
+    data: EventData
+
+
+def _describe_delivery(event: str) -> str:
+    return f"Sent to every active endpoint subscribed to `{event}`. {_DELIVERY_DOC} Answer 2xx within the timeout."
+
+
+@deliveries.post("job.completed", summary="A job completed", description=_describe_delivery("job.completed"))
+@deliveries.post("job.failed", summary="A job failed", description=_describe_delivery("job.failed"))
+def _delivery(
+    body: EventBody,
+    webhook_id: Annotated[str, Header(alias="webhook-id", description="Event id: the same on every retry")],
+    webhook_timestamp: Annotated[str, Header(alias="webhook-timestamp", description="Unix seconds of this attempt")],
+    webhook_signature: Annotated[
+        str, Header(alias="webhook-signature", description='v1,<base64 HMAC-SHA256 of "id.timestamp.body">')
+    ],
+) -> None:
+    """Documentation only: these requests go from Contrackt to the tenant's endpoint."""
