@@ -320,3 +320,26 @@ async def test_the_openapi_documents_the_routes_and_the_deliveries_with_examples
     sent = spec["webhooks"]["job.completed"]["post"]
     assert {p["name"] for p in sent["parameters"]} == {"webhook-id", "webhook-timestamp", "webhook-signature"}
     assert schemas["EventBody"]["examples"][0]["data"]["status"] == "completed"
+
+
+def test_migration_0004_adds_and_removes_its_tables(tmp_path: Path) -> None:
+    from alembic import command
+
+    from contrackt.adapters.db.migrate import alembic_config
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+
+    def tables() -> set[str]:
+        db = sqlite3.connect(tmp_path / "db.sqlite")
+        try:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+
+    new = {"webhooks", "webhook_events", "webhook_attempts"}
+    assert new <= tables()
+    command.downgrade(alembic_config(url), "0003")  # an older database: without them
+    assert not new & tables() and "jobs" in tables()
+    upgrade(url)
+    assert new <= tables()

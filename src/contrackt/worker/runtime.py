@@ -85,6 +85,8 @@ class WorkerRuntime:
             self._loops.append(relay_loop(self.c))
         self._loops.append(asyncio.create_task(self._sweep_loop()))
         self._loops.append(asyncio.create_task(self._webhook_loop()))
+        if self.c.settings.webhook_allow_private:
+            log.warning("webhook.private_allowed", reason="CONTRACKT_WEBHOOK_ALLOW_PRIVATE: http and private addresses")
         log.info("worker.started", workers=n, consumer=self.name)
 
     async def _sweep_loop(self) -> None:
