@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from contrackt.domain.errors import CorruptPdf, EncryptedPdf, ResourceLimit
 from contrackt.domain.jobs import JobMessage
 from contrackt.domain.results import ExtractionResult, Line, Page
+from contrackt.domain.webhooks import SendOutcome
 from contrackt.ports.extractor import DocumentInfo, ExtractOptions, ProgressCallback
 
 
@@ -91,3 +93,18 @@ class RecordingDelivery:
 
     async def dead_letter(self, reason: str) -> None:
         self.events.append("dead")
+
+
+class OfflineWebhookTransport:
+    """A webhook transport that never touches the network: every host "resolves" to one public
+    address, every delivery is recorded and answered 204."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> SendOutcome:
+        self.posts.append((url, dict(headers), body))
+        return SendOutcome(204, None, 1)

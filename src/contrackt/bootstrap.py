@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from contrackt.adapters.db.engine import make_engine
 from contrackt.adapters.db.uow import SqlUnitOfWorkFactory
+from contrackt.domain.webhooks import RetryPolicy
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock, SystemClock
 from contrackt.ports.extractor import Extractor
@@ -18,12 +19,15 @@ from contrackt.ports.queue import JobQueue
 from contrackt.ports.ratelimit import RateLimiter
 from contrackt.ports.results import ResultStore
 from contrackt.ports.signer import ReceiptSigner
+from contrackt.ports.webhooks import WebhookTransport
 from contrackt.services.intake import IntakeService
 from contrackt.services.keyring import Keyring
 from contrackt.services.processing import ProcessingService
 from contrackt.services.purge import Sweeper
 from contrackt.services.results import ResultService
 from contrackt.services.tenants import TenantService
+from contrackt.services.webhook_dispatch import WebhookDispatcher
+from contrackt.services.webhooks import WebhookService
 from contrackt.settings import Settings
 
 
@@ -165,6 +169,14 @@ def make_receipt_signer(settings: Settings, uow: SqlUnitOfWorkFactory, keys: Key
     return DatabaseReceiptSigner(uow, keys, legacy_file=settings.home / LEGACY_KEY_FILE)
 
 
+def make_webhook_transport(settings: Settings) -> WebhookTransport:
+    from contrackt.adapters.webhooks.http import HttpWebhookTransport
+
+    return HttpWebhookTransport(
+        allow_private=settings.webhook_allow_private, timeout_s=settings.webhook_timeout_seconds
+    )
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -182,6 +194,7 @@ class Container:
     sweeper: Sweeper
     wake_dispatcher: asyncio.Event
     signer: ReceiptSigner
+    webhooks: WebhookService
     extractor: Extractor | None = None
     processing: ProcessingService | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -201,6 +214,23 @@ class Container:
         )
         return self.processing
 
+    def webhook_dispatcher(self) -> WebhookDispatcher:
+        s = self.settings
+        return WebhookDispatcher(
+            self.uow,
+            self.keyring,
+            self.webhooks.transport,
+            self.clock,
+            policy=RetryPolicy(
+                base_seconds=s.webhook_retry_base_seconds,
+                max_delay_seconds=s.webhook_retry_max_seconds,
+                window_seconds=s.webhook_retry_window_seconds,
+            ),
+            timeout_s=s.webhook_timeout_seconds,
+            max_concurrency=s.webhook_max_concurrency,
+            hold_new_s=s.webhook_first_attempt_delay_seconds,
+        )
+
     async def close(self) -> None:
         if self.extractor is not None:
             await self.extractor.close()
@@ -209,7 +239,9 @@ class Container:
         await self.uow.close()
 
 
-def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Container:
+def build(
+    settings: Settings | None = None, *, clock: Clock | None = None, webhook_transport: WebhookTransport | None = None
+) -> Container:
     """Wire adapters chosen by URL. No OCR children are started here (see attach_extractor)."""
     settings = settings or Settings()
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -246,4 +278,12 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         sweeper=Sweeper(uow, blobs, results, queue, clock, stale_pending_seconds=settings.stale_pending_seconds),
         wake_dispatcher=wake,
         signer=make_receipt_signer(settings, uow, keys),
+        webhooks=WebhookService(
+            uow,
+            keyring,
+            clock,
+            webhook_transport or make_webhook_transport(settings),
+            allow_private=settings.webhook_allow_private,
+            max_per_tenant=settings.webhook_max_per_tenant,
+        ),
     )

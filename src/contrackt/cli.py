@@ -304,6 +304,71 @@ def key_revoke(key_id: str) -> None:
 
 
 @main.group()
+def webhook() -> None:
+    """Manage a tenant's webhook endpoints (the same rules as POST /v1/webhooks)."""
+
+
+@webhook.command("add")
+@click.argument("tenant_id")
+@click.argument("url")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    type=click.Choice(["job.completed", "job.failed"]),
+    help="Event to send (repeatable; default: both)",
+)
+def webhook_add(tenant_id: str, url: str, events: tuple[str, ...]) -> None:
+    """Register URL for TENANT_ID; prints {"id", "url", "events", "secret"} (the secret is shown once)."""
+    from contrackt.domain.errors import ContracktError
+
+    _ensure_schema(_settings())
+    wanted = list(events) or ["job.completed", "job.failed"]
+    try:
+        new = _run(lambda: _with_container(lambda c: c.webhooks.add(tenant_id, url, wanted)))
+    except ContracktError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    hook = new.webhook
+    click.echo(json.dumps({"id": hook.id, "url": hook.url, "events": hook.events, "secret": new.secret}))
+
+
+@webhook.command("list")
+@click.argument("tenant_id")
+def webhook_list(tenant_id: str) -> None:
+    """One JSON object per line: id, url, events, created_at, disabled_at, disabled_reason."""
+    _ensure_schema(_settings())
+    hooks = _run(lambda: _with_container(lambda c: c.webhooks.list_for_tenant(tenant_id)))
+    for h in hooks:
+        click.echo(
+            json.dumps(
+                {
+                    "id": h.id,
+                    "url": h.url,
+                    "events": h.events,
+                    "created_at": h.created_at.isoformat(),
+                    "disabled_at": h.disabled_at.isoformat() if h.disabled_at else None,
+                    "disabled_reason": h.disabled_reason,
+                }
+            )
+        )
+
+
+@webhook.command("remove")
+@click.argument("tenant_id")
+@click.argument("webhook_id")
+def webhook_remove(tenant_id: str, webhook_id: str) -> None:
+    """Remove one of TENANT_ID's endpoints (its pending events are dropped)."""
+    from contrackt.domain.errors import ContracktError
+
+    _ensure_schema(_settings())
+    try:
+        _run(lambda: _with_container(lambda c: c.webhooks.remove(tenant_id, webhook_id)))
+    except ContracktError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    click.echo("removed")
+
+
+@main.group()
 def audit() -> None:
     """Audit trail."""
 

@@ -46,6 +46,7 @@ ALLOWED_FIELDS = frozenset(
         "signal",
         "published",
         "error",
+        "webhook_id",
     }
 )
 

@@ -17,3 +17,11 @@ REJECTED = Counter("contrackt_requests_rejected_total", "Requests refused", ["co
 QUEUE_DEPTH = Gauge("contrackt_queue_depth", "Messages waiting or in flight on the job queue (read at scrape time)")
 UPLOADS_IN_PROGRESS = Gauge("contrackt_uploads_in_progress", "Request bodies being read or sealed (this API process)")
 STREAMS_OPEN = Gauge("contrackt_event_streams_open", "Open job event streams (this API process)")
+WEBHOOK_ATTEMPTS = Counter(
+    "contrackt_webhook_attempts_total", "Webhook delivery attempts", ["outcome"]
+)  # outcome: delivered | retrying | failed
+WEBHOOK_SECONDS = Histogram(
+    "contrackt_webhook_attempt_seconds",
+    "Duration of one webhook delivery attempt",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)

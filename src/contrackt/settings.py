@@ -97,6 +97,17 @@ class Settings(BaseSettings):
     # A mounted PEM (Ed25519, PKCS#8) shared by every replica; unset: the key kept in the
     # database, wrapped by the key provider
     receipt_key_file: Path | None = None
+    # Webhooks. allow_private: http and loopback/private (RFC 1918, ULA, CGNAT) addresses, for tests
+    # and private deployments; link-local (cloud metadata), multicast and reserved stay refused.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0  # one delivery attempt, connection to last byte read
+    webhook_max_concurrency: int = 8  # deliveries in flight per worker process
+    webhook_max_per_tenant: int = 10  # endpoints per tenant (409 too_many_webhooks beyond)
+    webhook_retry_base_seconds: float = 5.0  # first retry after 2.5-5 s, doubling each time
+    webhook_retry_max_seconds: float = 7200.0  # longest wait between two attempts
+    webhook_retry_window_seconds: float = 86400.0  # retry for this long, then disable the endpoint
+    webhook_first_attempt_delay_seconds: float = 0.0  # hold new events this long before the first attempt
+    webhook_poll_seconds: float = 1.0  # how often a dispatcher looks for due events
     log_format: str = "auto"  # auto | console | json
     log_level: str = "INFO"
 
@@ -120,6 +131,10 @@ class Settings(BaseSettings):
         parse_rate(self.auth_failure_limit)
         if self.max_upload_mb <= 0 or self.max_pages <= 0:
             raise ValueError("limits must be positive")
+        if min(self.webhook_timeout_seconds, self.webhook_retry_base_seconds, self.webhook_poll_seconds) <= 0 or (
+            min(self.webhook_max_concurrency, self.webhook_max_per_tenant) < 1
+        ):
+            raise ValueError("webhook timeouts, intervals and caps must be positive")
         if self.env == "production":
             if self.keys_url.startswith("local://") and not os.environ.get("CONTRACKT_ALLOW_LOCAL_KEYS"):
                 raise ValueError(

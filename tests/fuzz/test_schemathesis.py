@@ -25,7 +25,7 @@ from contrackt.api.app import create_app
 from contrackt.bootstrap import build
 from contrackt.worker.runtime import WorkerRuntime
 from tests.conftest import embedded_settings
-from tests.fakes import FakeExtractor
+from tests.fakes import FakeExtractor, OfflineWebhookTransport
 
 checks = schemathesis.checks
 
@@ -48,7 +48,9 @@ def _make_tenant() -> str:
 
 
 API_KEY = _make_tenant()
-app = create_app(SETTINGS, run_worker=True, worker_factory=lambda c: WorkerRuntime(c, FakeExtractor()))
+# Webhook URLs from the fuzzer are "resolved" and "delivered" offline: tests reach only 127.0.0.1.
+CONTAINER = build(SETTINGS, webhook_transport=OfflineWebhookTransport())
+app = create_app(container=CONTAINER, run_worker=True, worker_factory=lambda c: WorkerRuntime(c, FakeExtractor()))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -56,6 +58,10 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:  # type: ignore[name-defined]
     excluded = []
+    if case.operation.path == "/v1/webhooks" and case.method.upper() == "POST":
+        # Whether a URL is allowed (https, a host that resolves to public addresses) is decided by
+        # the egress rules, not expressible in OpenAPI: a schema-valid URL may rightly get 422.
+        excluded.append(checks.positive_data_acceptance)
     if case.operation.path == "/v1/extract":
         # Whether the bytes are a PDF (and the engine one this deployment runs) is
         # decided by the service, not expressible in OpenAPI: a schema-valid upload

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from contrackt import __version__
 from contrackt.api import errors
 from contrackt.api.edge import Edge, docs_options, metrics_on_public_port
-from contrackt.api.routes import events, extract, health, jobs, metrics, receipts
+from contrackt.api.routes import events, extract, health, jobs, metrics, receipts, webhooks
 from contrackt.bootstrap import Container, build
 from contrackt.metrics import HTTP_REQUESTS
 from contrackt.settings import Settings
@@ -79,6 +79,8 @@ def create_app(
     if metrics_on_public_port(settings):
         app.include_router(metrics.router)
     app.include_router(receipts.router)
+    app.include_router(webhooks.router)
+    app.webhooks.include_router(webhooks.deliveries)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -94,6 +94,7 @@ def error_response(exc: ContracktError, headers: dict[str, str] | None = None) -
 
 
 _STATUS_CODES = {
+    400: ("invalid_request", "The request is invalid"),  # e.g. a JSON body that does not parse
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     413: ("upload_too_large", "The upload exceeds the size limit"),

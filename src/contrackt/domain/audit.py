@@ -20,6 +20,11 @@ class AuditAction(enum.StrEnum):
     DELIVERED = "DELIVERED"
     PURGED = "PURGED"
     TENANT_ERASED = "TENANT_ERASED"
+    # Webhooks: the URL is recorded without its query string; the secret never.
+    WEBHOOK_ADDED = "WEBHOOK_ADDED"
+    WEBHOOK_REMOVED = "WEBHOOK_REMOVED"
+    WEBHOOK_DELIVERED = "WEBHOOK_DELIVERED"
+    WEBHOOK_DISABLED = "WEBHOOK_DISABLED"
 
 
 TERMINAL_ACTIONS = frozenset({AuditAction.COMPLETED, AuditAction.FAILED})
@@ -38,6 +43,10 @@ ALLOWED_DETAIL_KEYS = frozenset(
         "engine",
         "size_bytes",
         "reason",
+        "webhook_id",
+        "url",
+        "event",
+        "status_code",
     }
 )
 

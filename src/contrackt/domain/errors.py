@@ -125,6 +125,20 @@ class IdempotencyConflict(ContracktError):
     status, code, title = 409, "idempotency_conflict", "A job with this Idempotency-Key exists"
 
 
+class WebhookNotFound(NotFound):
+    title = "No such webhook"
+
+
+class WebhookUrlRefused(ContracktError):
+    """The webhook URL breaks the egress rules (https, public addresses, no credentials)."""
+
+    status, code, title = 422, "webhook_url_refused", "The webhook URL is not allowed"
+
+
+class TooManyWebhooks(ContracktError):
+    status, code, title = 409, "too_many_webhooks", "This tenant has as many webhooks as allowed"
+
+
 class KeyUnavailable(ContracktError):
     """The tenant's key was destroyed (crypto-shredded) or cannot be unwrapped."""
 

@@ -16,6 +16,7 @@ from typing import Protocol
 from contrackt.domain.audit import AuditEvent, ChainRow
 from contrackt.domain.jobs import Job, JobMessage
 from contrackt.domain.tenants import ApiKey, Tenant
+from contrackt.ports.webhooks import WebhookDeliveryRepository, WebhookRepository
 
 
 class TenantRepository(Protocol):
@@ -147,6 +148,8 @@ class UnitOfWork(Protocol):
     jobs: JobRepository
     audit: AuditRepository
     outbox: OutboxRepository
+    webhooks: WebhookRepository
+    webhook_deliveries: WebhookDeliveryRepository
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -21,6 +21,8 @@ PURPOSE_DOCUMENT = "document"
 PURPOSE_RESULT = "result"
 # The document's plain SHA-256 (32 bytes), kept only sealed: the tenant may read it back, nobody else.
 PURPOSE_DIGEST = "digest"
+# A webhook's signing secret (the bytes behind whsec_…), sealed with the webhook id in the job slot.
+PURPOSE_WEBHOOK_SECRET = "webhook_secret"  # noqa: S105 (a label in the associated data)
 
 
 def associated_data(tenant_id: str, job_id: str, purpose: str, key_version: int) -> bytes:

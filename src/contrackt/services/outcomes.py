@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.jobs import Job, JobStatus
+from contrackt.domain.webhooks import JOB_FAILED
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
 from contrackt.services import audit
+from contrackt.services.webhooks import emit_job_event
 
 
 async def fail_job(uow: UnitOfWork, clock: Clock, job: Job, code: str, message: str) -> bool:
     """Fail a pending job, or the processing claim ``job.attempts``; True if this call moved it.
 
-    The update is conditional, so of several racing callers exactly one records FAILED.
+    The update is conditional, so of several racing callers exactly one records FAILED and
+    queues the ``job.failed`` webhook events (in this same transaction).
     """
     now = clock.now()
     if job.status is JobStatus.PENDING:
@@ -41,6 +44,7 @@ async def fail_job(uow: UnitOfWork, clock: Clock, job: Job, code: str, message: 
             outcome=code,
             attempt=job.attempts or None,
         )
+        await emit_job_event(uow, clock, job, JOB_FAILED, {"code": code, "message": message})
     return moved
 
 

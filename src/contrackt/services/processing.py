@@ -15,6 +15,7 @@ from contrackt.domain.audit import AuditAction
 from contrackt.domain.errors import PERMANENT_JOB_ERRORS, ContracktError
 from contrackt.domain.jobs import MAX_ATTEMPTS, Job, JobStatus
 from contrackt.domain.results import ExtractionResult
+from contrackt.domain.webhooks import JOB_COMPLETED
 from contrackt.metrics import JOB_SECONDS, JOBS_FINISHED, PAGES
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
@@ -27,6 +28,7 @@ from contrackt.services.crypto import PURPOSE_DOCUMENT, key_version_of, open_sea
 from contrackt.services.keyring import Keyring
 from contrackt.services.outcomes import destroy_document, fail_job, result_lives
 from contrackt.services.result_object import seal_result
+from contrackt.services.webhooks import emit_job_event
 
 log = structlog.get_logger("contrackt.processing")
 
@@ -257,6 +259,8 @@ class ProcessingService:
                     key_version=version,
                     engine=result.engine,
                 )
+                # In the transaction that moved the job: the event exists if and only if it completed.
+                await emit_job_event(uow, self.clock, job, JOB_COMPLETED, None)
             else:
                 # Only a result another claim completed, and nobody destroyed, may stay.
                 keep = result_lives(await uow.jobs.get(job.tenant_id, job.id))

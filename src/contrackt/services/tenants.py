@@ -130,6 +130,7 @@ class TenantService:
             jobs = await uow.jobs.list_for_tenant(tenant_id)
             destroyed = await uow.tenant_keys.destroy_all(tenant_id, now)
             revoked = await uow.api_keys.revoke_all(tenant_id, now)
+            await uow.webhooks.delete_all(tenant_id)  # nothing is sent on an erased tenant's behalf
             await uow.tenants.mark_erased(tenant_id, now)
             for job in jobs:
                 if not JobStatus(job.status).terminal:

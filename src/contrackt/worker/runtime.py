@@ -48,6 +48,7 @@ class WorkerRuntime:
         self.c = container
         self.extractor = extractor or make_extractor(container.settings)
         self.processing = container.attach_extractor(self.extractor)
+        self.webhooks = container.webhook_dispatcher()
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self._stopping = asyncio.Event()
         self._consumers: list[asyncio.Task[None]] = []
@@ -83,6 +84,9 @@ class WorkerRuntime:
         if relay:
             self._loops.append(relay_loop(self.c))
         self._loops.append(asyncio.create_task(self._sweep_loop()))
+        self._loops.append(asyncio.create_task(self._webhook_loop()))
+        if self.c.settings.webhook_allow_private:
+            log.warning("webhook.private_allowed", reason="CONTRACKT_WEBHOOK_ALLOW_PRIVATE: http and private addresses")
         log.info("worker.started", workers=n, consumer=self.name)
 
     async def _sweep_loop(self) -> None:
@@ -90,6 +94,14 @@ class WorkerRuntime:
             await asyncio.sleep(self.c.settings.sweep_interval_seconds)
 
         await _forever("sweeper", self.c.sweeper.sweep, pause)
+
+    async def _webhook_loop(self) -> None:
+        """The webhook dispatcher: its events live in the database, so a restart loses none."""
+
+        async def pause() -> None:
+            await asyncio.sleep(self.c.settings.webhook_poll_seconds)
+
+        await _forever("webhooks", self.webhooks.step, pause)
 
     async def _consume(self, consumer: str, *, spare: bool = False) -> None:
         regular_slots = self.c.settings.effective_concurrency
@@ -157,5 +169,7 @@ class WorkerRuntime:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        # Attempts in flight get a moment; a cancelled one is sent again (same webhook-id) later.
+        await self.webhooks.close(min(5.0, grace_s))
         await self.extractor.close()
         log.info("worker.stopped")

@@ -26,10 +26,14 @@ Design (docs/adr/0002-production-backends.md):
   audit_logs SELECT    ``audit verify`` (list of tenant ids)
   results    SELECT    results ``purge_expired`` (only expired rows)
   results    DELETE    results ``purge_expired`` (only expired rows)
+  webhook_events SELECT webhook dispatcher: which events are due (it claims, reads the
+                       endpoint and its sealed secret, and records the outcome in the
+                       tenant's own scope)
   ========== ========= =====================================================
 
   A system transaction can never INSERT into a tenant table, never touch ``tenant_keys``,
-  never modify or delete a job, and never read a live result.
+  never modify or delete a job, never read a live result, and never read a webhook (its URL
+  or sealed secret) or a delivery attempt.
 
 * ``service_keys`` (the receipt-signing key, wrapped by the key provider) belongs to
   no tenant: no RLS; the service role may SELECT and INSERT it, nothing more.
@@ -70,6 +74,7 @@ SYSTEM_POLICIES: tuple[tuple[str, str, str | None, str | None], ...] = (
     ("audit_logs", "SELECT", SYSTEM_EXPR, None),
     ("results", "SELECT", f"{SYSTEM_EXPR} AND expires_at <= now()", None),
     ("results", "DELETE", f"{SYSTEM_EXPR} AND expires_at <= now()", None),
+    ("webhook_events", "SELECT", SYSTEM_EXPR, None),
 )
 
 

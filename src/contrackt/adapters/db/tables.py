@@ -165,5 +165,69 @@ service_keys = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
+# Webhook endpoints (issue 12). The signing secret is kept only sealed under the tenant's data
+# key (purpose "webhook_secret"): gone with the tenant's keys.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("tenant_id", UUID, sa.ForeignKey("tenants.id"), nullable=False, index=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("secret_sealed", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("disabled_at", UTCDateTime, nullable=True),
+    sa.Column("disabled_reason", sa.String(300), nullable=True),
+)
+
+# The webhook outbox: one row per (event, endpoint), written in the transaction that finishes the
+# job, deleted once delivered or given up. ``next_attempt_at`` doubles as the claim: a dispatcher
+# moves it forward (by its timeout) before it sends, so a crashed dispatcher's event comes back.
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # the webhook-id header
+    sa.Column("tenant_id", UUID, nullable=False),
+    sa.Column("webhook_id", UUID, nullable=False),
+    sa.Column("job_id", UUID, nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_webhook_events_due", "next_attempt_at"),
+    sa.UniqueConstraint("webhook_id", "job_id", "type", name="uq_webhook_events_once"),
+)
+
+# Recent delivery attempts (no response bodies), the newest ATTEMPTS_KEPT per webhook.
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", UUID, nullable=False),
+    sa.Column("webhook_id", UUID, nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("job_id", UUID, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.String(64), nullable=True),
+    sa.Index("ix_webhook_attempts_recent", "webhook_id", "id"),
+)
+
 # Tables whose rows belong to one tenant (row-level security on PostgreSQL).
-TENANT_TABLES = ("tenants", "tenant_keys", "api_keys", "jobs", "audit_logs", "outbox", "results")
+TENANT_TABLES = (
+    "tenants",
+    "tenant_keys",
+    "api_keys",
+    "jobs",
+    "audit_logs",
+    "outbox",
+    "results",
+    "webhooks",
+    "webhook_events",
+    "webhook_attempts",
+)

@@ -16,6 +16,7 @@ from contrackt.adapters.db.repositories import (
     SqlTenantKeyRepository,
     SqlTenantRepository,
 )
+from contrackt.adapters.db.webhook_repositories import SqlWebhookDeliveryRepository, SqlWebhookRepository
 from contrackt.ports.repositories import (
     ApiKeyRepository,
     AuditRepository,
@@ -24,6 +25,7 @@ from contrackt.ports.repositories import (
     TenantKeyRepository,
     TenantRepository,
 )
+from contrackt.ports.webhooks import WebhookDeliveryRepository, WebhookRepository
 
 
 class SqlUnitOfWork:
@@ -33,6 +35,8 @@ class SqlUnitOfWork:
     jobs: JobRepository
     audit: AuditRepository
     outbox: OutboxRepository
+    webhooks: WebhookRepository
+    webhook_deliveries: WebhookDeliveryRepository
     conn: AsyncConnection
 
     def __init__(
@@ -68,6 +72,8 @@ class SqlUnitOfWork:
         self.jobs = SqlJobRepository(conn)
         self.audit = SqlAuditRepository(conn)
         self.outbox = SqlOutboxRepository(conn)
+        self.webhooks = SqlWebhookRepository(conn)
+        self.webhook_deliveries = SqlWebhookDeliveryRepository(conn)
         return self
 
     async def _set_scope(self, conn: AsyncConnection) -> None:
