@@ -46,6 +46,17 @@ ALLOWED_FIELDS = frozenset(
         "signal",
         "published",
         "error",
+        # operations (dlq, retention, checkpoints): counts, outcomes, object names; no data
+        "outcome",
+        "held",
+        "document_destroyed",
+        "held_documents_destroyed",
+        "chains",
+        "checkpoint",
+        "checkpoints",
+        "audit_rows",
+        "jobs",
+        "cut",
     }
 )
 

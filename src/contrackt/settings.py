@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     # A mounted PEM (Ed25519, PKCS#8) shared by every replica; unset: the key kept in the
     # database, wrapped by the key provider
     receipt_key_file: Path | None = None
+    # Operations (docs/adr/0013-operations.md). A job failing with a retryable code keeps its
+    # sealed document this long, so `contrackt dlq replay` can run it again (0: destroyed at
+    # failure, a replay then needs the client to resubmit).
+    replay_window_hours: float = 12.0
+    audit_retention_days: int = 1826  # jobs and audit rows older than this are pruned (5 years)
+    retention_interval_seconds: float = 3600.0  # how often a worker runs the retention
+    # Signed chain-head checkpoints outside the database: file:///dir or s3://bucket/prefix (unset: none)
+    audit_checkpoint_url: str | None = None
+    audit_checkpoint_interval_seconds: float = 3600.0
+    # S3 object lock on each exported checkpoint: days kept, and the mode (0: the bucket's default)
+    audit_checkpoint_lock_days: int = 0
+    audit_checkpoint_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
     log_format: str = "auto"  # auto | console | json
     log_level: str = "INFO"
 
@@ -102,6 +114,14 @@ class Settings(BaseSettings):
         parse_rate(self.auth_failure_limit)
         if self.max_upload_mb <= 0 or self.max_pages <= 0:
             raise ValueError("limits must be positive")
+        if self.audit_retention_days < 1:
+            raise ValueError("CONTRACKT_AUDIT_RETENTION_DAYS must be at least 1")
+        if self.replay_window_hours < 0 or self.audit_checkpoint_lock_days < 0:
+            raise ValueError(
+                "CONTRACKT_REPLAY_WINDOW_HOURS and CONTRACKT_AUDIT_CHECKPOINT_LOCK_DAYS must not be negative"
+            )
+        if self.audit_checkpoint_url and self.audit_checkpoint_url.split("://", 1)[0] not in ("file", "s3"):
+            raise ValueError("CONTRACKT_AUDIT_CHECKPOINT_URL must be file:///dir or s3://bucket/prefix")
         if self.env == "production":
             if self.keys_url.startswith("local://") and not os.environ.get("CONTRACKT_ALLOW_LOCAL_KEYS"):
                 raise ValueError(

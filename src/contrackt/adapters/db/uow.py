@@ -8,6 +8,7 @@ from types import TracebackType
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from contrackt.adapters.db.checkpoints import SqlCheckpointRepository
 from contrackt.adapters.db.repositories import (
     SqlApiKeyRepository,
     SqlAuditRepository,
@@ -19,6 +20,7 @@ from contrackt.adapters.db.repositories import (
 from contrackt.ports.repositories import (
     ApiKeyRepository,
     AuditRepository,
+    CheckpointRepository,
     JobRepository,
     OutboxRepository,
     TenantKeyRepository,
@@ -33,6 +35,7 @@ class SqlUnitOfWork:
     jobs: JobRepository
     audit: AuditRepository
     outbox: OutboxRepository
+    checkpoints: CheckpointRepository
     conn: AsyncConnection
 
     def __init__(
@@ -68,6 +71,7 @@ class SqlUnitOfWork:
         self.jobs = SqlJobRepository(conn)
         self.audit = SqlAuditRepository(conn)
         self.outbox = SqlOutboxRepository(conn)
+        self.checkpoints = SqlCheckpointRepository(conn)
         return self
 
     async def _set_scope(self, conn: AsyncConnection) -> None:
