@@ -120,8 +120,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CONTRACKT_REPLAY_WINDOW_HOURS and CONTRACKT_AUDIT_CHECKPOINT_LOCK_DAYS must not be negative"
             )
-        if self.audit_checkpoint_url and self.audit_checkpoint_url.split("://", 1)[0] not in ("file", "s3"):
+        anchor = self.audit_checkpoint_url
+        if anchor and anchor.split("://", 1)[0] not in ("file", "s3"):
             raise ValueError("CONTRACKT_AUDIT_CHECKPOINT_URL must be file:///dir or s3://bucket/prefix")
+        if anchor and anchor.startswith("s3://") and self.blob_url.startswith("s3://"):
+            if anchor[5:].split("/", 1)[0] == self.blob_url[5:].split("/", 1)[0]:
+                # The documents' bucket expires what it holds after a day and refuses default
+                # retention; checkpoints must outlive both, out of the service's reach.
+                raise ValueError("CONTRACKT_AUDIT_CHECKPOINT_URL needs a bucket of its own, not the documents' bucket")
         if self.env == "production":
             if self.keys_url.startswith("local://") and not os.environ.get("CONTRACKT_ALLOW_LOCAL_KEYS"):
                 raise ValueError(

@@ -326,3 +326,43 @@ async def test_retention_cli_and_job_rows(c: Container, clock: MovableClock, set
     async with c.uow(tenant_id) as uow:
         n = (await uow.conn.execute(sa.select(sa.func.count()).select_from(audit_checkpoints))).scalar()
     assert n == 1
+
+
+async def test_the_worker_prunes_and_exports_on_its_schedule(tmp_path: Path, clock: MovableClock) -> None:
+    from contrackt.worker.runtime import WorkerRuntime
+    from tests.fakes import FakeExtractor
+    from tests.unit.lifecycle_support import eventually
+
+    settings = embedded_settings(
+        tmp_path / "home",
+        audit_checkpoint_url=f"file://{tmp_path / 'anchors'}",
+        retention_interval_seconds=1,
+        audit_checkpoint_interval_seconds=1,
+    )
+    await asyncio.to_thread(upgrade, settings.db_url)
+    c = build(settings, clock=clock)
+    runtime = WorkerRuntime(c, FakeExtractor())
+    try:
+        tenant_id, _, _ = await history(c, clock)
+        await runtime.start()
+        sink = FileCheckpointSink(tmp_path / "anchors")
+
+        async def pruned_and_exported() -> bool:
+            async with c.uow(tenant_id) as uow:
+                cut = await uow.checkpoints.latest(tenant_id)
+            return cut is not None and await sink.newest() is not None
+
+        await eventually(pruned_and_exported, timeout=20)
+        assert runtime.alive()
+    finally:
+        await runtime.stop(1.0)
+        await c.close()
+    assert [r.problems for r in await verify(c.uow, public_key=await c.signer.public_key_raw())] == [[], []]
+
+
+def test_checkpoints_need_a_bucket_of_their_own(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bucket of its own"):
+        embedded_settings(tmp_path, storage_url="s3://docs/contrackt", audit_checkpoint_url="s3://docs/anchors")
+    with pytest.raises(ValueError, match="file:///dir or s3://"):
+        embedded_settings(tmp_path, audit_checkpoint_url="http://example.invalid/x")
+    assert embedded_settings(tmp_path, storage_url="s3://docs", audit_checkpoint_url="s3://anchors/x")

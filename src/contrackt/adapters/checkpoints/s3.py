@@ -39,6 +39,7 @@ class S3CheckpointSink:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
+        self._versions: dict[str, str] = {}  # name -> the version newest() found
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> S3CheckpointSink:
@@ -81,20 +82,29 @@ class S3CheckpointSink:
         return f"s3://{self.bucket}/{key}"
 
     async def newest(self) -> str | None:
+        """Listed by versions, not by keys: a delete marker someone put on a locked export (all
+        that a delete can do to it) does not hide it."""
         s3 = await self._s3()
         prefix = f"{self.prefix}/" if self.prefix else ""
         newest: str | None = None
-        paginator = s3.get_paginator("list_objects_v2")
+        paginator = s3.get_paginator("list_object_versions")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix + "audit-heads-"):
-            for obj in page.get("Contents", []):
-                name = str(obj["Key"])[len(prefix) :]
-                if NAME.match(name) and (newest is None or name > newest):
+            for version in page.get("Versions", []):  # per key, the newest version first
+                name = str(version["Key"])[len(prefix) :]
+                if not NAME.match(name):
+                    continue
+                self._versions.setdefault(name, str(version.get("VersionId") or "null"))
+                if newest is None or name > newest:
                     newest = name
         return newest
 
     async def read(self, name: str) -> bytes:
         s3 = await self._s3()
-        got = await s3.get_object(Bucket=self.bucket, Key=self._key(name))
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
+        version = self._versions.get(name)
+        if version and version != "null":
+            kwargs["VersionId"] = version
+        got = await s3.get_object(**kwargs)
         async with got["Body"] as stream:
             data: bytes = await stream.read()
         return data
