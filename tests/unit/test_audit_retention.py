@@ -366,3 +366,20 @@ def test_checkpoints_need_a_bucket_of_their_own(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="file:///dir or s3://"):
         embedded_settings(tmp_path, audit_checkpoint_url="http://example.invalid/x")
     assert embedded_settings(tmp_path, storage_url="s3://docs", audit_checkpoint_url="s3://anchors/x")
+
+
+async def test_a_chain_pruned_whole_goes_on_after_its_checkpoint(c: Container, clock: MovableClock) -> None:
+    clock.offset = -6 * YEAR
+    tenant_id = (await c.tenants.create("dormant")).tenant_id
+    await finished_job(c, tenant_id)
+    clock.offset = timedelta()
+    report = await retention(c).apply()
+    assert report.audit_rows == 4
+    async with c.uow(tenant_id) as uow:
+        [row] = await uow.audit.chain(tenant_id)
+        cut = await uow.checkpoints.latest(tenant_id)
+    assert cut is not None and (row.seq, row.prev_hash) == (cut.seq + 1, cut.row_hash)
+    assert row.event.action is AuditAction.RETENTION
+    await finished_job(c, tenant_id)  # the tenant comes back: its chain simply goes on
+    [chain] = await verify(c.uow, tenant_id, public_key=await c.signer.public_key_raw())
+    assert chain.problems == [] and chain.rows == 5

@@ -278,3 +278,15 @@ async def test_the_embedded_cli_sees_held_jobs_in_the_database(
     assert [o["outcome"] for o in last_json(replayed)] == ["replayed"]
     await status_of(client, t, job_id, "completed")
     assert last_json(await cli(settings, "dlq", "list", "--json")) == []
+
+
+async def test_erasing_the_tenant_ends_the_hold(app: tuple[httpx.AsyncClient, Container]) -> None:
+    client, c = app
+    t, job_id = await failed_job(client, c)
+    await c.tenants.erase(t["tenant_id"], c.blobs, c.results)
+    assert await c.blobs.list() == []
+    [outcome] = await dlq(c).replay(job_id)
+    assert outcome.outcome == "needs_resubmission"
+    async with c.uow(t["tenant_id"]) as uow:
+        job = await uow.jobs.get(t["tenant_id"], job_id)
+    assert job is not None and job.document_hold_until is None and job.status.value == "failed"

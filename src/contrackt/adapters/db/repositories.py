@@ -529,6 +529,17 @@ class SqlAuditRepository(_Repo):
                 .limit(1)
             )
         ).first()
+        if last is None:
+            # No rows: a new chain, or one the retention pruned whole; then it goes on after
+            # its checkpoint (docs/adr/0013-operations.md).
+            last = (
+                await self.conn.execute(
+                    sa.select(audit_checkpoints.c.seq, audit_checkpoints.c.row_hash)
+                    .where(audit_checkpoints.c.tenant_id == event.tenant_id)
+                    .order_by(audit_checkpoints.c.seq.desc())
+                    .limit(1)
+                )
+            ).first()
         seq = (last[0] + 1) if last else 1
         prev = last[1] if last else GENESIS_HASH
         row_hash = chain_hash(prev, event, seq)
