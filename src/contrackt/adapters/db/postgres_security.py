@@ -33,6 +33,10 @@ Design (docs/adr/0002-production-backends.md):
 
 * ``service_keys`` (the receipt-signing key, wrapped by the key provider) belongs to
   no tenant: no RLS; the service role may SELECT and INSERT it, nothing more.
+* ``audit_logs`` and ``audit_checkpoints`` are append-only (the service role may SELECT and
+  INSERT). The one way to delete from them is ``contrackt_audit_prune`` (SECURITY DEFINER,
+  owned by the owner role): old rows of one tenant below a checkpoint, for the retention
+  (docs/adr/0013-operations.md).
 """
 
 from __future__ import annotations
