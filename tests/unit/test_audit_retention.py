@@ -78,9 +78,11 @@ async def history(c: Container, clock: MovableClock) -> tuple[str, list[str], li
     return tenant_id, old, recent
 
 
-async def cli(settings: Settings, *args: str) -> Result:
-    """``contrackt ARGS`` in-process (in a thread: it runs its own event loop) on this home and sink."""
-    env = {"CONTRACKT_HOME": str(settings.home), "CONTRACKT_AUDIT_CHECKPOINT_URL": str(settings.audit_checkpoint_url)}
+async def cli(settings: Settings, *args: str, sink: bool = True) -> Result:
+    """``contrackt ARGS`` in-process (in a thread: it runs its own event loop) on this home (and sink)."""
+    env = {"CONTRACKT_HOME": str(settings.home)}
+    if sink:
+        env["CONTRACKT_AUDIT_CHECKPOINT_URL"] = str(settings.audit_checkpoint_url)
 
     def run() -> Result:
         with mock.patch("contrackt.logging.configure", lambda *a, **k: None):
@@ -383,3 +385,31 @@ async def test_a_chain_pruned_whole_goes_on_after_its_checkpoint(c: Container, c
     await finished_job(c, tenant_id)  # the tenant comes back: its chain simply goes on
     [chain] = await verify(c.uow, tenant_id, public_key=await c.signer.public_key_raw())
     assert chain.problems == [] and chain.rows == 5
+
+
+async def test_verify_against_a_checkpoint_file_brought_back(
+    c: Container, clock: MovableClock, settings: Settings, tmp_path: Path
+) -> None:
+    tenant_id, _, _ = await history(c, clock)
+    assert (await cli(settings, "audit", "checkpoint")).exit_code == 0
+    sink = FileCheckpointSink.from_url(str(settings.audit_checkpoint_url))
+    shipped = tmp_path / "shipped.json"  # the operator's copy, kept elsewhere
+    shipped.write_bytes(await sink.read(str(await sink.newest())))
+    without = await cli(settings, "audit", "verify", sink=False)
+    assert without.exit_code == 0 and "external checkpoint: none" in without.output
+    with raw_db(settings) as db:  # the last job's rows go, the head is rewritten
+        db.execute("DROP TRIGGER audit_logs_no_delete")
+        row = db.execute(
+            "SELECT seq, row_hash FROM audit_logs WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1 OFFSET 4",
+            (tenant_id.replace("-", ""),),
+        ).fetchone()
+        db.execute("DELETE FROM audit_logs WHERE tenant_id = ? AND seq > ?", (tenant_id.replace("-", ""), row[0]))
+        db.execute("UPDATE tenants SET audit_seq = ?, audit_head = ?", row)
+    assert (await cli(settings, "audit", "verify", sink=False)).exit_code == 0  # blind without the anchor
+    caught = await cli(settings, "audit", "verify", "--checkpoint", str(shipped), sink=False)
+    assert caught.exit_code == 1 and "TAMPERED" in caught.output and shipped.name in caught.output
+    forged = json.loads(shipped.read_bytes())
+    forged["heads"][tenant_id]["seq"] = row[0]  # the attacker edits the copy too: the signature breaks
+    shipped.write_text(json.dumps(forged))
+    refused = await cli(settings, "audit", "verify", "--checkpoint", str(shipped), sink=False)
+    assert refused.exit_code == 1 and "not signed by this deployment's key" in refused.output
