@@ -12,7 +12,9 @@ from contrackt.adapters.db.engine import make_engine
 from contrackt.adapters.db.uow import SqlUnitOfWorkFactory
 from contrackt.domain.webhooks import RetryPolicy
 from contrackt.ports.blobstore import BlobStore
+from contrackt.ports.checkpoints import CheckpointSink
 from contrackt.ports.clock import Clock, SystemClock
+from contrackt.ports.deadletters import DeadLetterQueue
 from contrackt.ports.extractor import Extractor
 from contrackt.ports.keys import KeyProvider
 from contrackt.ports.queue import JobQueue
@@ -79,6 +81,49 @@ def make_queue(settings: Settings) -> JobQueue:
         # Read ahead past any tenant's backlog, so no backlog hides another tenant's job.
         return KafkaQueue.from_url(settings.queue_url, read_ahead=max(100, 2 * settings.tenant_max_backlog))
     raise ValueError(f"unsupported CONTRACKT_QUEUE_URL scheme: {scheme}")
+
+
+def make_dead_letters(settings: Settings, queue: JobQueue, uow: SqlUnitOfWorkFactory) -> DeadLetterQueue:
+    """The dead-letter queue of ``queue`` (docs/adr/0013-operations.md). The in-process queue's
+    own list lives inside `serve` (a `contrackt dlq` command is another process): there the
+    database's failed jobs with a held document stand for it."""
+    scheme = _scheme(settings.queue_url)
+    if scheme == "memory":
+        from contrackt.adapters.queue.dead_database import DatabaseDeadLetters
+
+        return DatabaseDeadLetters(uow)
+    if scheme in ("redis", "rediss"):
+        from contrackt.adapters.queue.dead_redis import RedisDeadLetters
+        from contrackt.adapters.queue.redis_streams import RedisStreamsQueue
+
+        assert isinstance(queue, RedisStreamsQueue)
+        return RedisDeadLetters.for_queue(queue)
+    if scheme == "kafka":
+        from contrackt.adapters.queue.dead_kafka import KafkaDeadLetters
+        from contrackt.adapters.queue.kafka import KafkaQueue
+
+        assert isinstance(queue, KafkaQueue)
+        return KafkaDeadLetters.for_queue(queue)
+    raise ValueError(f"unsupported CONTRACKT_QUEUE_URL scheme: {scheme}")
+
+
+def make_checkpoint_sink(settings: Settings) -> CheckpointSink | None:
+    """Where signed chain heads go outside the database; None when CONTRACKT_AUDIT_CHECKPOINT_URL is unset."""
+    url = settings.audit_checkpoint_url
+    if not url:
+        return None
+    if _scheme(url) == "file":
+        from contrackt.adapters.checkpoints.file import FileCheckpointSink
+
+        return FileCheckpointSink.from_url(url)
+    from contrackt.adapters.checkpoints.s3 import S3CheckpointSink
+
+    return S3CheckpointSink.from_url(
+        url,
+        endpoint_url=settings.s3_endpoint_url,
+        lock_days=settings.audit_checkpoint_lock_days,
+        lock_mode=settings.audit_checkpoint_lock_mode,
+    )
 
 
 def make_results(settings: Settings, uow: SqlUnitOfWorkFactory) -> ResultStore:
@@ -211,6 +256,7 @@ class Container:
             lease_seconds=self.settings.effective_lease_seconds,
             result_ttl_seconds=self.settings.result_ttl_seconds,
             max_inflight=self.settings.tenant_max_inflight,
+            replay_window_seconds=self.settings.replay_window_hours * 3600,
         )
         return self.processing
 

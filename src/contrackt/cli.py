@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from contrackt.domain.audit import SERVICE_CHAIN
 from contrackt.secret_files import SecretFileError
 from contrackt.settings import Settings
 
@@ -375,22 +376,85 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.option("--tenant", "tenant_id", default=None)
-def audit_verify(tenant_id: str | None) -> None:
-    """Check the hash chains; exit 1 if any row was changed, removed or reordered."""
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An exported chain-head checkpoint to check against (default: the newest at CONTRACKT_AUDIT_CHECKPOINT_URL)",
+)
+def audit_verify(tenant_id: str | None, checkpoint_file: Path | None) -> None:
+    """Check the hash chains; exit 1 if any row was changed, removed or reordered.
+
+    Chains pruned by the retention are checked from their signed checkpoint on; with an
+    external checkpoint, every chain must still reach the head it had then.
+    """
     from contrackt.services.audit import verify
 
-    _ensure_schema(_settings())
-    reports = _run(lambda: _with_container(lambda c: verify(c.uow, tenant_id)))
+    settings = _settings()
+    _ensure_schema(settings)
+
+    async def run(c: Any) -> tuple[Any, Any]:
+        from contrackt.bootstrap import make_checkpoint_sink
+        from contrackt.services.checkpoints import read_heads
+
+        key = await _trusted_public_key(c)
+        external = None
+        sink = make_checkpoint_sink(c.settings)
+        try:
+            if checkpoint_file is not None:
+                data, name = await asyncio.to_thread(checkpoint_file.read_bytes), checkpoint_file.name
+            elif sink is not None:
+                newest = await sink.newest()
+                data, name = (await sink.read(newest), newest) if newest else (b"", "")
+            else:
+                data, name = b"", ""
+            if name:
+                if key is None:
+                    raise click.ClickException("no receipt-signing key here: the checkpoint cannot be checked")
+                external = read_heads(data, name, key)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            if sink is not None:
+                await sink.close()
+        return await verify(c.uow, tenant_id, public_key=key, external=external), external
+
+    reports, external = _run(lambda: _with_container(run))
     bad = 0
+    if external is None:
+        click.echo(
+            "external checkpoint: none (set CONTRACKT_AUDIT_CHECKPOINT_URL and run `contrackt audit checkpoint`; "
+            "without one, rows removed from a chain's end together with its recorded head go unnoticed)"
+        )
+    else:
+        click.echo(f"external checkpoint: {external.name} ({external.made_at.isoformat(timespec='seconds')})")
+        if not external.signed:
+            click.echo("  the external checkpoint is not signed by this deployment's key")
+            bad += 1
     if not reports:
         click.echo("no audit records yet")
     for r in reports:
         status = "ok" if not r.problems else "TAMPERED"
-        click.echo(f"{r.tenant_id}\t{r.rows} rows\t{status}")
+        name = "service" if r.tenant_id == SERVICE_CHAIN else r.tenant_id
+        since = f" from seq {r.starts_after + 1}" if r.starts_after else ""
+        click.echo(f"{name}\t{r.rows} rows{since}\t{status}")
         for p in r.problems:
             click.echo(f"  {p}")
         bad += bool(r.problems)
     sys.exit(1 if bad else 0)
+
+
+async def _trusted_public_key(c: Any) -> bytes | None:
+    """The deployment's receipt key as the signer holds it (unwrapped through the key provider, so
+    a public key rewritten in the database is not believed); None when none exists yet (nothing
+    was signed), without creating one."""
+    from contrackt.adapters.keys.receipt_db import stored_public_key
+
+    if c.settings.receipt_key_file is None and await stored_public_key(c.settings.db_url) is None:
+        return None
+    raw: bytes = await c.signer.public_key_raw()
+    return raw
 
 
 @main.command()
@@ -529,6 +593,16 @@ def _installation_public_key(settings: Settings) -> bytes | None:
     legacy = settings.home / LEGACY_KEY_FILE
     return raw_public(read_signing_key(legacy)) if legacy.exists() else None
 
+
+def _register_operations() -> None:
+    from contrackt.cli_ops import audit_checkpoint, dlq, retention
+
+    main.add_command(dlq)
+    main.add_command(retention)
+    audit.add_command(audit_checkpoint)
+
+
+_register_operations()
 
 if __name__ == "__main__":
     main()

@@ -47,6 +47,17 @@ ALLOWED_FIELDS = frozenset(
         "published",
         "error",
         "webhook_id",
+        # operations (dlq, retention, checkpoints): counts, outcomes, object names; no data
+        "outcome",
+        "held",
+        "document_destroyed",
+        "held_documents_destroyed",
+        "chains",
+        "checkpoint",
+        "checkpoints",
+        "audit_rows",
+        "jobs",
+        "cut",
     }
 )
 

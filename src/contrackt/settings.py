@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     webhook_retry_window_seconds: float = 86400.0  # retry for this long, then disable the endpoint
     webhook_first_attempt_delay_seconds: float = 0.0  # hold new events this long before the first attempt
     webhook_poll_seconds: float = 1.0  # how often a dispatcher looks for due events
+    # Operations (docs/adr/0013-operations.md). A job failing with a retryable code keeps its
+    # sealed document this long, so `contrackt dlq replay` can run it again (0: destroyed at
+    # failure, a replay then needs the client to resubmit).
+    replay_window_hours: float = 2.0
+    audit_retention_days: int = 1826  # jobs and audit rows older than this are pruned (5 years)
+    retention_interval_seconds: float = 3600.0  # how often a worker runs the retention
+    # Signed chain-head checkpoints outside the database: file:///dir or s3://bucket/prefix (unset: none)
+    audit_checkpoint_url: str | None = None
+    audit_checkpoint_interval_seconds: float = 3600.0
+    # S3 object lock on each exported checkpoint: days kept, and the mode (0: the bucket's default)
+    audit_checkpoint_lock_days: int = 0
+    audit_checkpoint_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
     log_format: str = "auto"  # auto | console | json
     log_level: str = "INFO"
 
@@ -135,6 +147,20 @@ class Settings(BaseSettings):
             min(self.webhook_max_concurrency, self.webhook_max_per_tenant) < 1
         ):
             raise ValueError("webhook timeouts, intervals and caps must be positive")
+        if self.audit_retention_days < 1:
+            raise ValueError("CONTRACKT_AUDIT_RETENTION_DAYS must be at least 1")
+        if self.replay_window_hours < 0 or self.audit_checkpoint_lock_days < 0:
+            raise ValueError(
+                "CONTRACKT_REPLAY_WINDOW_HOURS and CONTRACKT_AUDIT_CHECKPOINT_LOCK_DAYS must not be negative"
+            )
+        anchor = self.audit_checkpoint_url
+        if anchor and anchor.split("://", 1)[0] not in ("file", "s3"):
+            raise ValueError("CONTRACKT_AUDIT_CHECKPOINT_URL must be file:///dir or s3://bucket/prefix")
+        if anchor and anchor.startswith("s3://") and self.blob_url.startswith("s3://"):
+            if anchor[5:].split("/", 1)[0] == self.blob_url[5:].split("/", 1)[0]:
+                # The documents' bucket expires what it holds after a day and refuses default
+                # retention; checkpoints must outlive both, out of the service's reach.
+                raise ValueError("CONTRACKT_AUDIT_CHECKPOINT_URL needs a bucket of its own, not the documents' bucket")
         if self.env == "production":
             if self.keys_url.startswith("local://") and not os.environ.get("CONTRACKT_ALLOW_LOCAL_KEYS"):
                 raise ValueError(

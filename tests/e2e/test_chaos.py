@@ -213,6 +213,9 @@ def test_chaos_every_job_ends_exactly_once(tmp_path: Path) -> None:
         CONTRACKT_LEASE_SECONDS="8",
         CONTRACKT_SHUTDOWN_GRACE_SECONDS="3",
         CONTRACKT_LOG_FORMAT="json",
+        # A job failing on its last attempt with a retryable code would keep its document for a
+        # replay (ADR 0013); this test checks that storage empties, so destroy at failure.
+        CONTRACKT_REPLAY_WINDOW_HOURS="0",
     )
     if pg is not None:
         env["CONTRACKT_DATABASE_URL"] = pg.service_url()

@@ -11,6 +11,10 @@ from typing import Any
 
 GENESIS_HASH = "0" * 64
 
+# The chain of deployment-wide operations (checkpoint exports): audit rows under this
+# tenant id belong to no tenant. No tenant can have it (tenant ids are random v4 UUIDs).
+SERVICE_CHAIN = "00000000-0000-0000-0000-000000000000"
+
 
 class AuditAction(enum.StrEnum):
     RECEIVED = "RECEIVED"
@@ -25,6 +29,12 @@ class AuditAction(enum.StrEnum):
     WEBHOOK_REMOVED = "WEBHOOK_REMOVED"
     WEBHOOK_DELIVERED = "WEBHOOK_DELIVERED"
     WEBHOOK_DISABLED = "WEBHOOK_DISABLED"
+    # Operations (docs/adr/0013-operations.md)
+    HELD = "HELD"  # a job failed with a retryable code: its sealed document is kept for the replay window
+    REPLAYED = "REPLAYED"  # an operator put a dead-lettered job back into the queue
+    DROPPED = "DROPPED"  # an operator removed a dead letter (and destroyed the document it held)
+    RETENTION = "RETENTION"  # rows and jobs past the retention period pruned, below a signed checkpoint
+    CHECKPOINT = "CHECKPOINT"  # signed chain heads exported to the external sink (service chain)
 
 
 TERMINAL_ACTIONS = frozenset({AuditAction.COMPLETED, AuditAction.FAILED})
@@ -47,6 +57,15 @@ ALLOWED_DETAIL_KEYS = frozenset(
         "url",
         "event",
         "status_code",
+        # operations: when a held document goes, the chain position of a cut or an export,
+        # how many rows / jobs / tenants an operation covered, which exported object
+        "until",
+        "seq",
+        "row_hash",
+        "rows",
+        "jobs",
+        "tenants",
+        "checkpoint",
     }
 )
 
@@ -94,16 +113,30 @@ class ChainRow:
     row_hash: str
 
 
-def verify_chain(rows: list[ChainRow], head: tuple[int, str | None] | None = None) -> list[str]:
+def verify_chain(
+    rows: list[ChainRow],
+    head: tuple[int, str | None] | None = None,
+    start: tuple[int, str] | None = None,
+) -> list[str]:
     """Problems found in one tenant's chain, in order; empty when intact.
 
     Detects changed rows (hash mismatch), removed rows (gap in ``seq`` or
     broken link) and reordered rows (``seq`` not increasing); with the recorded
     ``head`` (last seq, its hash) also rows removed from the end of the chain.
+    ``start``: (seq, row hash) of a checkpoint below which the rows were pruned; the
+    chain then begins right after it and links to its hash instead of the genesis hash.
     """
     problems: list[str] = []
     prev = GENESIS_HASH
     expected_seq = 1
+    if start is not None:
+        expected_seq, prev = start[0] + 1, start[1]
+        below = [row for row in rows if row.seq <= start[0]]
+        if below:
+            problems.append(
+                f"{len(below)} rows at or below the retention checkpoint (seq {start[0]}) are still present"
+            )
+            rows = [row for row in rows if row.seq > start[0]]
     for row in rows:
         if row.seq != expected_seq:
             problems.append(f"seq {row.seq}: expected seq {expected_seq} (row removed or reordered)")
@@ -114,9 +147,16 @@ def verify_chain(rows: list[ChainRow], head: tuple[int, str | None] | None = Non
         prev = row.row_hash
         expected_seq = row.seq + 1
     if head is not None and head[0] > 0:
-        last_seq, last_hash = (rows[-1].seq, rows[-1].row_hash) if rows else (0, None)
+        last_seq, last_hash = chain_end(rows, start)
         if last_seq != head[0] or last_hash != head[1]:
             problems.append(
                 f"chain ends at seq {last_seq} but its recorded head is seq {head[0]} (rows removed at the end)"
             )
     return problems
+
+
+def chain_end(rows: list[ChainRow], start: tuple[int, str] | None = None) -> tuple[int, str | None]:
+    """(seq, row hash) where the chain ends: its last row, else the checkpoint it starts after."""
+    if rows:
+        return rows[-1].seq, rows[-1].row_hash
+    return start if start is not None else (0, None)

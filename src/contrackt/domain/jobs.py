@@ -61,6 +61,11 @@ class Job:
     result_purged_at: datetime | None = None
     purged_at: datetime | None = None
     delete_on_read: bool = False
+    # A job that failed with a retryable code keeps its sealed document until then, so an
+    # operator can replay it (docs/adr/0013-operations.md); None: nothing held.
+    document_hold_until: datetime | None = None
+    # Claims allowed in all (``attempts`` never goes down: it fences claims); a replay raises it.
+    attempt_limit: int = MAX_ATTEMPTS
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Protocol
 
 from contrackt.domain.audit import AuditEvent, ChainRow
+from contrackt.domain.checkpoints import ChainCut
 from contrackt.domain.jobs import Job, JobMessage
 from contrackt.domain.tenants import ApiKey, Tenant
 from contrackt.ports.webhooks import WebhookDeliveryRepository, WebhookRepository
@@ -81,8 +82,12 @@ class JobRepository(Protocol):
         error_message: str | None = None,
         result_expires_at: datetime | None = None,
         pages: int | None = None,
+        document_hold_until: datetime | None = None,
     ) -> bool:
-        """processing -> completed/failed, only for the claim ``attempt``; True if it moved."""
+        """processing -> completed/failed, only for the claim ``attempt``; True if it moved.
+
+        ``document_hold_until``: a failure whose sealed document is kept until then (replay window).
+        """
         ...
 
     async def fail_pending(self, job_id: str, now: datetime, code: str, message: str) -> bool: ...
@@ -103,6 +108,29 @@ class JobRepository(Protocol):
 
     async def expire_result(self, job_id: str, at: datetime) -> bool:
         """Mark the result gone (now, or at its expiry if earlier); True the first time only."""
+        ...
+
+    async def replay(self, job_id: str, now: datetime) -> bool:
+        """failed -> pending for a replay: only while its document is held (hold after ``now``, not
+        purged); the attempts budget grows by MAX_ATTEMPTS (``attempts`` itself never goes down,
+        it fences claims). True if this call moved it."""
+        ...
+
+    async def end_hold(self, job_id: str, before: datetime | None = None) -> bool:
+        """A failed job's document is no longer held for a replay (only a hold ending at or before
+        ``before``, when given); True if this call ended it. Comes before destroying the document."""
+        ...
+
+    async def find_held(self, before: datetime | None = None, limit: int = 500) -> list[Job]:
+        """System: failed jobs whose document is held (only holds ending at or before ``before``)."""
+        ...
+
+    async def tenants_finished_before(self, cut: datetime) -> list[str]:
+        """System: tenants with jobs that finished before ``cut``."""
+        ...
+
+    async def prune_finished(self, tenant_id: str, cut: datetime) -> int:
+        """Delete the tenant's jobs that finished before ``cut`` (and outbox rows that old); how many jobs."""
         ...
 
     async def find_expired_results(self, now: datetime, limit: int = 500) -> list[Job]:
@@ -134,6 +162,30 @@ class AuditRepository(Protocol):
 
     async def tenant_ids(self) -> list[str]: ...
 
+    async def tenants_with_rows_before(self, cut: datetime) -> list[str]:
+        """System: the chains holding rows older than ``cut``."""
+        ...
+
+    async def prune_point(self, tenant_id: str, cut: datetime) -> ChainRow | None:
+        """The last row such that it and every row before it are older than ``cut``; None if none is."""
+        ...
+
+    async def prune(self, tenant_id: str, upto_seq: int, cut: datetime) -> int:
+        """Delete the chain's rows up to ``upto_seq`` (and older checkpoints) through the database's
+        narrow pruning path, which needs a checkpoint at ``upto_seq``; the number of rows deleted."""
+        ...
+
+    async def heads(self) -> dict[str, tuple[int, str]]:
+        """System: every chain's head (seq, row hash), the service chain's included."""
+        ...
+
+
+class CheckpointRepository(Protocol):
+    """Signed retention checkpoints (append-only)."""
+
+    async def add(self, cut: ChainCut) -> None: ...
+    async def latest(self, tenant_id: str) -> ChainCut | None: ...
+
 
 class OutboxRepository(Protocol):
     async def add(self, message: JobMessage, at: datetime) -> None: ...
@@ -150,6 +202,7 @@ class UnitOfWork(Protocol):
     outbox: OutboxRepository
     webhooks: WebhookRepository
     webhook_deliveries: WebhookDeliveryRepository
+    checkpoints: CheckpointRepository
 
     async def __aenter__(self) -> UnitOfWork: ...
 

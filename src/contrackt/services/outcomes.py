@@ -9,6 +9,8 @@ copy, so no interleaving leaves a result behind a receipt that lists it destroye
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.jobs import Job, JobStatus
 from contrackt.domain.webhooks import JOB_FAILED
@@ -20,18 +22,29 @@ from contrackt.services import audit
 from contrackt.services.webhooks import emit_job_event
 
 
-async def fail_job(uow: UnitOfWork, clock: Clock, job: Job, code: str, message: str) -> bool:
+async def fail_job(
+    uow: UnitOfWork, clock: Clock, job: Job, code: str, message: str, *, hold_until: datetime | None = None
+) -> bool:
     """Fail a pending job, or the processing claim ``job.attempts``; True if this call moved it.
 
     The update is conditional, so of several racing callers exactly one records FAILED and
     queues the ``job.failed`` webhook events (in this same transaction).
+    ``hold_until`` (a processing claim's retryable failure): its sealed document is kept until
+    then for a replay, recorded as HELD next to FAILED (docs/adr/0013-operations.md).
     """
     now = clock.now()
     if job.status is JobStatus.PENDING:
         moved = await uow.jobs.fail_pending(job.id, now, code, message)
+        hold_until = None
     else:
         moved = await uow.jobs.finish(
-            job.id, job.attempts, completed=False, now=now, error_code=code, error_message=message
+            job.id,
+            job.attempts,
+            completed=False,
+            now=now,
+            error_code=code,
+            error_message=message,
+            document_hold_until=hold_until,
         )
     if moved:
         await audit.record(
@@ -45,6 +58,17 @@ async def fail_job(uow: UnitOfWork, clock: Clock, job: Job, code: str, message: 
             attempt=job.attempts or None,
         )
         await emit_job_event(uow, clock, job, JOB_FAILED, {"code": code, "message": message})
+        if hold_until is not None:
+            await audit.record(
+                uow,
+                clock,
+                job.tenant_id,
+                AuditAction.HELD,
+                job_id=job.id,
+                fingerprint=job.fingerprint,
+                what="document",
+                until=hold_until.isoformat(timespec="seconds"),
+            )
     return moved
 
 

@@ -13,7 +13,7 @@ import structlog
 
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.errors import PERMANENT_JOB_ERRORS, ContracktError
-from contrackt.domain.jobs import MAX_ATTEMPTS, Job, JobStatus
+from contrackt.domain.jobs import Job, JobStatus
 from contrackt.domain.results import ExtractionResult
 from contrackt.domain.webhooks import JOB_COMPLETED
 from contrackt.metrics import JOB_SECONDS, JOBS_FINISHED, PAGES
@@ -70,6 +70,7 @@ class ProcessingService:
         lease_seconds: float,
         result_ttl_seconds: int,
         max_inflight: int | None = None,
+        replay_window_seconds: float = 0.0,
     ) -> None:
         self.uow = uow
         self.blobs = blobs
@@ -80,6 +81,8 @@ class ProcessingService:
         self.lease = timedelta(seconds=lease_seconds)
         self.result_ttl = timedelta(seconds=result_ttl_seconds)
         self.max_inflight = max_inflight
+        # A retryable failure keeps its sealed document this long for `contrackt dlq replay`.
+        self.replay_window = timedelta(seconds=max(0.0, replay_window_seconds))
 
     async def handle(self, delivery: Delivery) -> None:
         msg = delivery.message
@@ -280,13 +283,17 @@ class ProcessingService:
         await delivery.ack()
 
     async def _on_failure(self, delivery: Delivery, job: Job, code: str, message: str, *, permanent: bool) -> None:
-        if permanent or job.attempts >= MAX_ATTEMPTS:
+        if permanent or job.attempts >= job.attempt_limit:
+            # A retryable cause (timeout, resource limit, an outage) may be fixed by an operator:
+            # the sealed document stays for the replay window (docs/adr/0013-operations.md).
+            hold = None if permanent or not self.replay_window else self.clock.now() + self.replay_window
             async with self.uow(job.tenant_id) as uow:
-                moved = await fail_job(uow, self.clock, job, code, message)
-            log.warning("job.failed", code=code, attempt=job.attempts)
+                moved = await fail_job(uow, self.clock, job, code, message, hold_until=hold)
+            log.warning("job.failed", code=code, attempt=job.attempts, held=hold is not None)
             if moved:
                 JOBS_FINISHED.labels("failed").inc()
-                await self.destroy_document(job)
+                if hold is None:
+                    await self.destroy_document(job)
             if permanent:
                 await delivery.ack()
             else:

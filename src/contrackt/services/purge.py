@@ -8,7 +8,7 @@ from datetime import timedelta
 import structlog
 
 from contrackt.domain.ids import parse_id
-from contrackt.domain.jobs import MAX_ATTEMPTS, JobMessage, JobStatus
+from contrackt.domain.jobs import JobMessage, JobStatus
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.queue import JobQueue
@@ -28,6 +28,7 @@ class SweepReport:
     orphan_blobs_deleted: int = 0
     jobs_requeued: int = 0
     jobs_failed: int = 0
+    held_documents_destroyed: int = 0
 
 
 class Sweeper:
@@ -53,9 +54,10 @@ class Sweeper:
     async def sweep(self) -> SweepReport:
         report = SweepReport()
         report.results_expired = await self.expire_results()
+        report.held_documents_destroyed = await self.end_expired_holds()
         await self.reconcile(report)
         await self.delete_orphans(report)
-        if report.jobs_requeued or report.jobs_failed or report.orphan_blobs_deleted:
+        if report.jobs_requeued or report.jobs_failed or report.orphan_blobs_deleted or report.held_documents_destroyed:
             log.info("sweep.done", **report.__dict__)
         return report
 
@@ -69,6 +71,23 @@ class Sweeper:
         # Backends without their own expiry (the SQL table) also drop anything left over.
         await self.results.purge_expired(now)
         return len(expired)
+
+    async def end_expired_holds(self) -> int:
+        """Destroy the documents of failed jobs whose replay window ended (PURGED, reason=hold_expired).
+
+        The hold ends first, conditionally: a replay that moved the job meanwhile wins, and a
+        replay after this point finds no hold and leaves the job alone.
+        """
+        now = self.clock.now()
+        async with self.uow(system=True) as uow:
+            held = await uow.jobs.find_held(before=now)
+        destroyed = 0
+        for job in held:
+            async with self.uow(job.tenant_id) as uow:
+                ended = await uow.jobs.end_hold(job.id, before=now)
+            if ended and await destroy_document(self.uow, self.blobs, self.clock, job, reason="hold_expired"):
+                destroyed += 1
+        return destroyed
 
     async def reconcile(self, report: SweepReport, *, all_unfinished: bool = False) -> None:
         """Re-enqueue jobs stuck in pending, or in processing after their lease ended.
@@ -92,7 +111,7 @@ class Sweeper:
             hold = now + min(max(self.stale_pending, now - job.created_at), REQUEUE_MAX)
             async with self.uow(job.tenant_id) as uow:
                 if job.status is JobStatus.PROCESSING:
-                    if job.attempts >= MAX_ATTEMPTS:
+                    if job.attempts >= job.attempt_limit:
                         message = "The worker stopped during every attempt"
                         if await fail_job(uow, self.clock, job, "worker_lost", message):
                             report.jobs_failed += 1
@@ -124,7 +143,7 @@ class Sweeper:
                 if info.modified < now - self.orphan_grace:
                     await self.blobs.delete(key)
                     report.orphan_blobs_deleted += 1
-            elif job.status.terminal:
+            elif job.status.terminal and (job.document_hold_until is None or job.document_hold_until <= now):
                 # The worker died between finishing and destroying: destroy it now, with its
                 # PURGED row (so the job's deletion receipt becomes available).
                 await destroy_document(self.uow, self.blobs, self.clock, job, reason="sweeper")

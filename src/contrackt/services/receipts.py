@@ -172,6 +172,15 @@ class ReceiptService:
             job = await uow.jobs.get(tenant_id, canonical_id)
             if job is None:
                 raise NotFound()
+            if job.purged_at is None and job.document_hold_until is not None:
+                # A retryable failure: the sealed document waits for a possible replay (ADR 0013).
+                wait = max(1, int((job.document_hold_until - self.clock.now()).total_seconds()) + 1)
+                raise NotPurged(
+                    "The document of this failed job is kept until "
+                    f"{job.document_hold_until.isoformat(timespec='seconds')} so that it can be retried; "
+                    "DELETE /v1/jobs/{id} destroys it now",
+                    retry_after=min(wait, 3600),
+                )
             if job.purged_at is None:
                 raise NotPurged("The document is not destroyed yet; retry once the job has finished", retry_after=1)
             # The audit trail is the evidence: what was destroyed, and the result's hash.

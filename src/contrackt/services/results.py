@@ -243,5 +243,7 @@ class ResultService:
                 continue
             if job.status is JobStatus.COMPLETED:
                 return job, await uow.jobs.expire_result(job.id, self.clock.now())
+            if job.document_hold_until is not None and not await uow.jobs.end_hold(job.id):
+                continue  # a replay moved it meanwhile: cancel it instead
             return job, False
         raise Overloaded("The job is changing state; retry the deletion", retry_after=1)

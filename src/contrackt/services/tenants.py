@@ -135,6 +135,8 @@ class TenantService:
             for job in jobs:
                 if not JobStatus(job.status).terminal:
                     await uow.jobs.fail_pending(job.id, now, "tenant_erased", "The tenant was erased")
+                elif job.document_hold_until is not None:
+                    await uow.jobs.end_hold(job.id)  # no replay: its document goes with the others
             await audit.record(uow, self.clock, tenant_id, AuditAction.TENANT_ERASED, what="tenant")
         self.keyring.forget(tenant_id)
         blob_count = 0

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import structlog
 
-from contrackt.bootstrap import Container, make_extractor
+from contrackt.bootstrap import Container, make_checkpoint_sink, make_extractor
+from contrackt.ports.checkpoints import CheckpointSink
 from contrackt.ports.extractor import Extractor
+from contrackt.services.checkpoints import CheckpointService
 from contrackt.services.dispatch import relay_outbox
 from contrackt.services.processing import backoff_seconds
 from contrackt.services.purge import SweepReport
+from contrackt.services.retention import RetentionService
 
 log = structlog.get_logger("contrackt.worker")
 
@@ -58,6 +63,7 @@ class WorkerRuntime:
         self._running: Counter[str] = Counter()  # jobs in flight here, per tenant (no zero entries)
         self._regular_busy = 0
         self._saturated = asyncio.Event()  # every regular consumer holds a job
+        self._sink: CheckpointSink | None = None
 
     def ready(self) -> bool:
         return self._ready
@@ -87,6 +93,7 @@ class WorkerRuntime:
         self._loops.append(asyncio.create_task(self._webhook_loop()))
         if self.c.settings.webhook_allow_private:
             log.warning("webhook.private_allowed", reason="CONTRACKT_WEBHOOK_ALLOW_PRIVATE: http and private addresses")
+        self._loops += self._operation_loops()
         log.info("worker.started", workers=n, consumer=self.name)
 
     async def _sweep_loop(self) -> None:
@@ -102,6 +109,36 @@ class WorkerRuntime:
             await asyncio.sleep(self.c.settings.webhook_poll_seconds)
 
         await _forever("webhooks", self.webhooks.step, pause)
+
+    def _operation_loops(self) -> list[asyncio.Task[None]]:
+        """Retention and chain-head checkpoints on their own schedules (docs/adr/0013-operations.md).
+
+        Every worker runs them: pruning a chain is idempotent (two runs at once: one checkpoint
+        wins, the other skips that chain), and an export is skipped when the sink already has
+        a recent one. A random first delay spreads workers started together.
+        """
+        s = self.c.settings
+        retention = RetentionService(self.c.uow, self.c.signer, self.c.clock, retention_days=s.audit_retention_days)
+        loops = [asyncio.create_task(self._every("retention", s.retention_interval_seconds, retention.apply))]
+        self._sink = make_checkpoint_sink(s)
+        if self._sink is not None:
+            checkpoints = CheckpointService(self.c.uow, self.c.signer, self.c.clock, self._sink)
+            interval = timedelta(seconds=s.audit_checkpoint_interval_seconds)
+
+            async def export() -> object:
+                return await checkpoints.export_if_due(interval)
+
+            every = s.audit_checkpoint_interval_seconds
+            loops.append(asyncio.create_task(self._every("audit.checkpoint", every, export)))
+        return loops
+
+    async def _every(self, name: str, interval_s: float, step: Callable[[], Awaitable[object]]) -> None:
+        await asyncio.sleep(random.uniform(1.0, min(60.0, max(1.0, interval_s))))  # noqa: S311 - jitter, not secrecy
+
+        async def pause() -> None:
+            await asyncio.sleep(max(1.0, interval_s))
+
+        await _forever(name, step, pause)
 
     async def _consume(self, consumer: str, *, spare: bool = False) -> None:
         regular_slots = self.c.settings.effective_concurrency
@@ -171,5 +208,7 @@ class WorkerRuntime:
         await asyncio.gather(*self._loops, return_exceptions=True)
         # Attempts in flight get a moment; a cancelled one is sent again (same webhook-id) later.
         await self.webhooks.close(min(5.0, grace_s))
+        if self._sink is not None:
+            await self._sink.close()
         await self.extractor.close()
         log.info("worker.stopped")

@@ -21,7 +21,12 @@ import structlog
 from sqlalchemy.engine import make_url
 
 from contrackt.adapters.db.migrate import upgrade
-from contrackt.adapters.db.postgres_security import AUDIT_GUARD, grant_statements, policy_statements
+from contrackt.adapters.db.postgres_security import (
+    AUDIT_GUARD,
+    grant_statements,
+    policy_statements,
+    retention_statements,
+)
 from contrackt.settings import Settings
 
 log = structlog.get_logger("contrackt.migrate")
@@ -36,6 +41,7 @@ class Plan:
     service_role: str
     service_password: str | None
     owner_role: str
+    audit_retention_days: int = 1826  # the pruning function's floor (CONTRACKT_AUDIT_RETENTION_DAYS)
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -64,6 +70,7 @@ def plan(settings: Settings, owner_role: str | None = None) -> Plan:
         service_role=service.username,
         service_password=service.password,
         owner_role=owner_role or f"{service.username}_owner",
+        audit_retention_days=settings.audit_retention_days,
     )
 
 
@@ -123,7 +130,7 @@ async def secure_schema(p: Plan) -> None:
     conn = await asyncpg.connect(p.target_admin_dsn)
     try:
         async with conn.transaction():
-            for stmt in (*AUDIT_GUARD, *policy_statements()):
+            for stmt in (*AUDIT_GUARD, *policy_statements(), *retention_statements(p.audit_retention_days)):
                 await conn.execute(stmt)
             tables = [
                 r["relname"]

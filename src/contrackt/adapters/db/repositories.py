@@ -12,13 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contrackt.adapters.db.tables import (
     api_keys,
+    audit_checkpoints,
     audit_logs,
+    audit_prune_gate,
     jobs,
     outbox,
     tenant_keys,
     tenants,
 )
-from contrackt.domain.audit import GENESIS_HASH, AuditAction, AuditEvent, ChainRow, chain_hash
+from contrackt.domain.audit import GENESIS_HASH, SERVICE_CHAIN, AuditAction, AuditEvent, ChainRow, chain_hash
 from contrackt.domain.errors import IdempotencyConflict
 from contrackt.domain.jobs import MAX_ATTEMPTS, Job, JobMessage, JobStatus
 from contrackt.domain.tenants import ApiKey, Tenant
@@ -178,13 +180,18 @@ def _api_key(m: Any) -> ApiKey:
 _JOB_FIELDS = (
     "id tenant_id api_key_id fingerprint document_digest key_version blob_key size_bytes engine mode "
     "pages_total pages_done attempts error_code error_message created_at started_at "
-    "completed_at lease_until result_expires_at result_purged_at purged_at delete_on_read"
+    "completed_at lease_until result_expires_at result_purged_at purged_at delete_on_read "
+    "document_hold_until attempt_limit"
 ).split()
+
+TERMINAL = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
 
 
 def _job(m: Any) -> Job:
     values = {f: m[f] for f in _JOB_FIELDS}
     values["id"] = str(values["id"])
+    if values["attempt_limit"] is None:
+        values["attempt_limit"] = MAX_ATTEMPTS
     values["tenant_id"] = str(values["tenant_id"])
     if values["api_key_id"] is not None:
         values["api_key_id"] = str(values["api_key_id"])
@@ -233,7 +240,7 @@ class SqlJobRepository(_Repo):
             sa.and_(
                 jobs.c.status == JobStatus.PROCESSING.value,
                 jobs.c.lease_until < now,
-                jobs.c.attempts < MAX_ATTEMPTS,
+                jobs.c.attempts < sa.func.coalesce(jobs.c.attempt_limit, MAX_ATTEMPTS),
             ),
         )
         conditions = [jobs.c.id == job_id, claimable]
@@ -310,6 +317,7 @@ class SqlJobRepository(_Repo):
         error_message: str | None = None,
         result_expires_at: datetime | None = None,
         pages: int | None = None,
+        document_hold_until: datetime | None = None,
     ) -> bool:
         status = JobStatus.COMPLETED if completed else JobStatus.FAILED
         extra = {} if pages is None else {"pages_total": pages, "pages_done": pages}
@@ -327,6 +335,7 @@ class SqlJobRepository(_Repo):
                 error_code=error_code,
                 error_message=error_message,
                 result_expires_at=result_expires_at,
+                document_hold_until=document_hold_until,
                 **extra,
             )
         )
@@ -388,6 +397,66 @@ class SqlJobRepository(_Repo):
             )
         )
         return res.rowcount == 1
+
+    async def replay(self, job_id: str, now: datetime) -> bool:
+        res = await self.conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == JobStatus.FAILED.value,
+                jobs.c.purged_at.is_(None),
+                jobs.c.blob_key.is_not(None),
+                jobs.c.document_hold_until > now,
+            )
+            .values(
+                status=JobStatus.PENDING.value,
+                attempt_limit=jobs.c.attempts + MAX_ATTEMPTS,
+                error_code=None,
+                error_message=None,
+                completed_at=None,
+                lease_until=None,
+                document_hold_until=None,
+                pages_done=0,
+            )
+        )
+        return res.rowcount == 1
+
+    async def end_hold(self, job_id: str, before: datetime | None = None) -> bool:
+        conditions = [
+            jobs.c.id == job_id,
+            jobs.c.status == JobStatus.FAILED.value,
+            jobs.c.document_hold_until.is_not(None),
+        ]
+        if before is not None:
+            conditions.append(jobs.c.document_hold_until <= before)
+        res = await self.conn.execute(jobs.update().where(*conditions).values(document_hold_until=None))
+        return res.rowcount == 1
+
+    async def find_held(self, before: datetime | None = None, limit: int = 500) -> list[Job]:
+        stmt = jobs.select().where(jobs.c.status == JobStatus.FAILED.value, jobs.c.document_hold_until.is_not(None))
+        if before is not None:
+            stmt = stmt.where(jobs.c.document_hold_until <= before)
+        rows = await self.conn.execute(stmt.order_by(jobs.c.completed_at).limit(limit))
+        return [_job(r._mapping) for r in rows]
+
+    async def tenants_finished_before(self, cut: datetime) -> list[str]:
+        rows = await self.conn.execute(
+            sa.select(jobs.c.tenant_id).where(jobs.c.status.in_(TERMINAL), jobs.c.completed_at < cut).distinct()
+        )
+        return sorted(str(r[0]) for r in rows)
+
+    async def prune_finished(self, tenant_id: str, cut: datetime) -> int:
+        res = await self.conn.execute(
+            jobs.delete().where(
+                jobs.c.tenant_id == tenant_id,
+                jobs.c.status.in_(TERMINAL),
+                jobs.c.completed_at < cut,
+                jobs.c.document_hold_until.is_(None),
+            )
+        )
+        # Outbox rows only ever name jobs; those this old were relayed (or their job is gone).
+        await self.conn.execute(outbox.delete().where(outbox.c.tenant_id == tenant_id, outbox.c.created_at < cut))
+        return int(res.rowcount)
 
     async def find_expired_results(self, now: datetime, limit: int = 500) -> list[Job]:
         rows = await self.conn.execute(
@@ -460,6 +529,17 @@ class SqlAuditRepository(_Repo):
                 .limit(1)
             )
         ).first()
+        if last is None:
+            # No rows: a new chain, or one the retention pruned whole; then it goes on after
+            # its checkpoint (docs/adr/0013-operations.md).
+            last = (
+                await self.conn.execute(
+                    sa.select(audit_checkpoints.c.seq, audit_checkpoints.c.row_hash)
+                    .where(audit_checkpoints.c.tenant_id == event.tenant_id)
+                    .order_by(audit_checkpoints.c.seq.desc())
+                    .limit(1)
+                )
+            ).first()
         seq = (last[0] + 1) if last else 1
         prev = last[1] if last else GENESIS_HASH
         row_hash = chain_hash(prev, event, seq)
@@ -494,24 +574,85 @@ class SqlAuditRepository(_Repo):
         rows = await self.conn.execute(
             audit_logs.select().where(audit_logs.c.tenant_id == tenant_id).order_by(audit_logs.c.id)
         )
-        out = []
-        for r in rows:
-            m = r._mapping
-            ev = AuditEvent(
-                tenant_id=str(m["tenant_id"]),
-                action=AuditAction(m["action"]),
-                at=m["at"],
-                job_id=str(m["job_id"]) if m["job_id"] is not None else None,
-                api_key_id=str(m["api_key_id"]) if m["api_key_id"] is not None else None,
-                fingerprint=m["fingerprint"],
-                details=dict(m["details"]),
-            )
-            out.append(ChainRow(seq=int(m["seq"]), event=ev, prev_hash=m["prev_hash"], row_hash=m["row_hash"]))
-        return out
+        return [_chain_row(r._mapping) for r in rows]
 
     async def tenant_ids(self) -> list[str]:
         rows = await self.conn.execute(sa.select(audit_logs.c.tenant_id).distinct())
         return sorted(str(r[0]) for r in rows)
+
+    async def tenants_with_rows_before(self, cut: datetime) -> list[str]:
+        rows = await self.conn.execute(sa.select(audit_logs.c.tenant_id).where(audit_logs.c.at < cut).distinct())
+        return sorted(str(r[0]) for r in rows)
+
+    async def prune_point(self, tenant_id: str, cut: datetime) -> ChainRow | None:
+        first_young = (
+            await self.conn.execute(
+                sa.select(sa.func.min(audit_logs.c.seq)).where(
+                    audit_logs.c.tenant_id == tenant_id, audit_logs.c.at >= cut
+                )
+            )
+        ).scalar()
+        stmt = audit_logs.select().where(audit_logs.c.tenant_id == tenant_id)
+        if first_young is not None:
+            stmt = stmt.where(audit_logs.c.seq < first_young)
+        row = (await self.conn.execute(stmt.order_by(audit_logs.c.seq.desc()).limit(1))).first()
+        return _chain_row(row._mapping) if row else None
+
+    async def prune(self, tenant_id: str, upto_seq: int, cut: datetime) -> int:
+        if self.conn.dialect.name == "postgresql":
+            # The one way to delete audit rows there (SECURITY DEFINER; it re-checks everything).
+            await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": tenant_id})
+            deleted = (
+                await self.conn.execute(
+                    sa.text("SELECT contrackt_audit_prune(CAST(:t AS uuid), :s)"), {"t": tenant_id, "s": upto_seq}
+                )
+            ).scalar()
+            return int(deleted or 0)
+        # SQLite: open the gate for this transaction only; the triggers check it row by row.
+        await self.conn.execute(audit_prune_gate.insert().values(tenant_id=tenant_id, upto_seq=upto_seq, cut=cut))
+        try:
+            res = await self.conn.execute(
+                audit_logs.delete().where(audit_logs.c.tenant_id == tenant_id, audit_logs.c.seq <= upto_seq)
+            )
+            await self.conn.execute(
+                audit_checkpoints.delete().where(
+                    audit_checkpoints.c.tenant_id == tenant_id, audit_checkpoints.c.seq < upto_seq
+                )
+            )
+        finally:
+            await self.conn.execute(audit_prune_gate.delete().where(audit_prune_gate.c.tenant_id == tenant_id))
+        return int(res.rowcount)
+
+    async def heads(self) -> dict[str, tuple[int, str]]:
+        rows = await self.conn.execute(
+            sa.select(tenants.c.id, tenants.c.audit_seq, tenants.c.audit_head).where(tenants.c.audit_seq > 0)
+        )
+        out = {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
+        # The service chain has no tenant row to record its head: its last row is its head.
+        last = (
+            await self.conn.execute(
+                sa.select(audit_logs.c.seq, audit_logs.c.row_hash)
+                .where(audit_logs.c.tenant_id == SERVICE_CHAIN)
+                .order_by(audit_logs.c.seq.desc())
+                .limit(1)
+            )
+        ).first()
+        if last is not None:
+            out[SERVICE_CHAIN] = (int(last[0]), str(last[1]))
+        return out
+
+
+def _chain_row(m: Any) -> ChainRow:
+    ev = AuditEvent(
+        tenant_id=str(m["tenant_id"]),
+        action=AuditAction(m["action"]),
+        at=m["at"],
+        job_id=str(m["job_id"]) if m["job_id"] is not None else None,
+        api_key_id=str(m["api_key_id"]) if m["api_key_id"] is not None else None,
+        fingerprint=m["fingerprint"],
+        details=dict(m["details"]),
+    )
+    return ChainRow(seq=int(m["seq"]), event=ev, prev_hash=m["prev_hash"], row_hash=m["row_hash"])
 
 
 class SqlOutboxRepository(_Repo):

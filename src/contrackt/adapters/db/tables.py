@@ -108,8 +108,14 @@ jobs = sa.Table(
     sa.Column("result_expires_at", UTCDateTime, nullable=True),
     sa.Column("result_purged_at", UTCDateTime, nullable=True),
     sa.Column("purged_at", UTCDateTime, nullable=True),
+    # Operations (revision 0003): a retryable failure's sealed document kept until then for a
+    # replay; the claims allowed in all (NULL: MAX_ATTEMPTS; a replay raises it).
+    sa.Column("document_hold_until", UTCDateTime, nullable=True),
+    sa.Column("attempt_limit", sa.Integer, nullable=True),
     sa.Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     sa.Index("ix_jobs_status", "status"),
+    sa.Index("ix_jobs_hold", "document_hold_until"),
+    sa.Index("ix_jobs_completed", "completed_at"),
     sa.UniqueConstraint("tenant_id", "idempotency_key_hash", name="uq_jobs_idempotency"),
 )
 
@@ -129,6 +135,23 @@ audit_logs = sa.Table(
     sa.Column("row_hash", sa.String(64), nullable=False),
     sa.UniqueConstraint("tenant_id", "seq", name="uq_audit_chain"),
     sa.Index("ix_audit_job", "job_id"),
+    sa.Index("ix_audit_at", "at"),  # the retention cut (revision 0003)
+)
+
+# Signed retention checkpoints (revision 0003): the chain position at each cut, below which a
+# tenant's audit rows were pruned. Append-only like the trail; only the pruning path deletes
+# the older ones of a tenant. `audit verify` starts each chain after its newest one.
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("tenant_id", UUID, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("row_hash", sa.String(64), nullable=False),
+    sa.Column("row_at", UTCDateTime, nullable=False),
+    sa.Column("cut", UTCDateTime, nullable=False),
+    sa.Column("made_at", UTCDateTime, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
 )
 
 outbox = sa.Table(
@@ -218,6 +241,17 @@ webhook_attempts = sa.Table(
     sa.Index("ix_webhook_attempts_recent", "webhook_id", "id"),
 )
 
+# SQLite only (revision 0003), outside `metadata`: the pruning path's transaction-local permission.
+# A row here lets the delete trigger pass rows of one tenant up to `upto_seq` and older than
+# `cut`; the retention code inserts it and deletes it again inside one transaction.
+audit_prune_gate = sa.Table(
+    "audit_prune_gate",
+    sa.MetaData(),
+    sa.Column("tenant_id", UUID, primary_key=True),
+    sa.Column("upto_seq", sa.BigInteger, nullable=False),
+    sa.Column("cut", UTCDateTime, nullable=False),
+)
+
 # Tables whose rows belong to one tenant (row-level security on PostgreSQL).
 TENANT_TABLES = (
     "tenants",
@@ -230,4 +264,5 @@ TENANT_TABLES = (
     "webhooks",
     "webhook_events",
     "webhook_attempts",
+    "audit_checkpoints",
 )

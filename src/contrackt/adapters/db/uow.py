@@ -8,6 +8,7 @@ from types import TracebackType
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from contrackt.adapters.db.checkpoints import SqlCheckpointRepository
 from contrackt.adapters.db.repositories import (
     SqlApiKeyRepository,
     SqlAuditRepository,
@@ -20,6 +21,7 @@ from contrackt.adapters.db.webhook_repositories import SqlWebhookDeliveryReposit
 from contrackt.ports.repositories import (
     ApiKeyRepository,
     AuditRepository,
+    CheckpointRepository,
     JobRepository,
     OutboxRepository,
     TenantKeyRepository,
@@ -37,6 +39,7 @@ class SqlUnitOfWork:
     outbox: OutboxRepository
     webhooks: WebhookRepository
     webhook_deliveries: WebhookDeliveryRepository
+    checkpoints: CheckpointRepository
     conn: AsyncConnection
 
     def __init__(
@@ -74,6 +77,7 @@ class SqlUnitOfWork:
         self.outbox = SqlOutboxRepository(conn)
         self.webhooks = SqlWebhookRepository(conn)
         self.webhook_deliveries = SqlWebhookDeliveryRepository(conn)
+        self.checkpoints = SqlCheckpointRepository(conn)
         return self
 
     async def _set_scope(self, conn: AsyncConnection) -> None:

@@ -6,11 +6,14 @@ Not durable: the reconciler refills it from the database at boot.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from contrackt.adapters.queue.lanes import TenantLanes
 from contrackt.domain.jobs import JobMessage
+from contrackt.ports.deadletters import DeadLetter
 
 
 @dataclass
@@ -49,7 +52,9 @@ class MemoryDelivery:
 
     async def dead_letter(self, reason: str) -> None:
         if self._settle():
-            self._queue.dead_letters.append((self.message, reason))
+            q = self._queue
+            entry = DeadLetter(f"m-{next(q._dead_ids)}", self.message, reason[:200], self.deliveries, datetime.now(UTC))
+            q.dead[entry.entry_id] = entry
 
 
 class MemoryQueue:
@@ -59,7 +64,13 @@ class MemoryQueue:
         self._inflight = 0
         self._delayed = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self.dead_letters: list[tuple[JobMessage, str]] = []
+        self.dead: dict[str, DeadLetter] = {}  # the dead-letter queue, in arrival order
+        self._dead_ids = itertools.count(1)
+
+    @property
+    def dead_letters(self) -> list[tuple[JobMessage, str]]:
+        """The dead letters' messages and reasons (tests)."""
+        return [(e.message, e.reason) for e in self.dead.values()]
 
     def _put(self, message: JobMessage, prior: int) -> None:
         self._lanes.push(message.tenant_id, (message, prior))

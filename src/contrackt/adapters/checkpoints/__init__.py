@@ -1,0 +1,1 @@
+"""Checkpoint sinks (outside the database)."""
