@@ -166,6 +166,27 @@ async def test_depth_counts_waiting(backend: Backend) -> None:
     assert await q.depth() == 0
 
 
+async def test_stats_tell_depth_dead_letters_and_how_long_the_oldest_waits(backend: Backend) -> None:
+    q = backend.new()
+    empty = await q.stats()
+    assert (empty.depth, empty.dead_letters, empty.oldest_age_s) == (0, 0, 0.0)
+    await q.publish(msg(1, tenant="t-a"))
+    await q.publish(msg(2, tenant="t-b"))
+    await asyncio.sleep(1.2)
+    waiting = await q.stats()
+    assert waiting.depth == 2 and waiting.dead_letters == 0
+    assert waiting.oldest_age_s is not None and 1.0 <= waiting.oldest_age_s < 30
+    first = await receive(q)
+    await first.dead_letter("internal_error")
+    parked = await q.stats()
+    assert (parked.depth, parked.dead_letters) == (1, 1)
+    assert parked.oldest_age_s is not None and parked.oldest_age_s >= 1.0  # the other one still waits
+    second = await receive(q)
+    await second.ack()
+    done = await q.stats()
+    assert (done.depth, done.dead_letters, done.oldest_age_s) == (0, 1, 0.0)
+
+
 @pytest.fixture(params=["redis", "kafka"])
 async def durable(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     b = Backend(request.param)

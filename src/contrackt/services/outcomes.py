@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.jobs import Job, JobStatus
+from contrackt.metrics import JOB_FAILURES, JOBS_FINISHED
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
@@ -41,6 +42,11 @@ async def fail_job(uow: UnitOfWork, clock: Clock, job: Job, code: str, message: 
             outcome=code,
             attempt=job.attempts or None,
         )
+        # Counted once the row moved (inside the caller's transaction: a commit that then fails
+        # would over-count by one; the database, not this counter, is the record).
+        JOBS_FINISHED.inc("cancelled" if code == "cancelled" else "failed", tenant=job.tenant_id)
+        if code != "cancelled":
+            JOB_FAILURES.labels(code).inc()
     return moved
 
 

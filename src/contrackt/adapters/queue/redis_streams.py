@@ -50,6 +50,7 @@ import structlog
 from redis.asyncio import Redis
 
 from contrackt.domain.jobs import JobMessage
+from contrackt.ports.queue import QueueStats
 
 log = structlog.get_logger("contrackt.queue.redis")
 
@@ -213,6 +214,44 @@ return 1
 )
 
 
+# Read-only. KEYS: backlog, dead stream, tenants, delayed. ARGV: stream prefix, group, max tenants visited.
+# Returns {depth, dead letters, age in ms of the oldest message not yet handed out}: a tenant
+# stream's next undelivered entry (its id is the server time it was added), or a delayed
+# message already due.
+STATS_LUA = (
+    _NOW_MS
+    + """
+local now = now_ms()
+local oldest = now
+local visited = 0
+for _, tenant in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  visited = visited + 1
+  if visited > tonumber(ARGV[3]) then break end
+  local s = ARGV[1] .. tenant
+  local last = '0-0'
+  local groups = redis.pcall('XINFO', 'GROUPS', s)
+  if type(groups) == 'table' and not groups['err'] then
+    for _, g in ipairs(groups) do
+      local name, id = nil, nil
+      for i = 1, #g - 1, 2 do
+        if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then id = g[i + 1] end
+      end
+      if name == ARGV[2] and id then last = id end
+    end
+  end
+  local first = redis.call('XRANGE', s, '(' .. last, '+', 'COUNT', 1)
+  if first[1] then
+    local ms = tonumber(string.match(first[1][1], '^(%d+)'))
+    if ms and ms < oldest then oldest = ms end
+  end
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+if due[2] and tonumber(due[2]) < oldest then oldest = tonumber(due[2]) end
+return {redis.call('LLEN', KEYS[1]), redis.call('XLEN', KEYS[2]), now - oldest}
+"""
+)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -307,6 +346,7 @@ class RedisStreamsQueue:
         self._later_script = client.register_script(LATER_LUA)
         self._dead_script = client.register_script(DEAD_LUA)
         self._touch_script = client.register_script(TOUCH_LUA)
+        self._stats_script = client.register_script(STATS_LUA)
 
     @classmethod
     def from_url(cls, url: str, *, claim_idle_s: float = 30.0, maxlen: int = 100_000) -> RedisStreamsQueue:
@@ -382,6 +422,15 @@ class RedisStreamsQueue:
 
     async def depth(self) -> int:
         return int(await self.client.llen(self.backlog_key))
+
+    async def stats(self) -> QueueStats:
+        """One round trip; visits at most 10,000 tenant streams (the age then covers those)."""
+        got: Any = await self._stats_script(
+            keys=[self.backlog_key, self.dead_stream, self.tenants_key, self.delayed_key],
+            args=[self.tenant_prefix, self.group, 10_000],
+        )
+        depth, dead, age_ms = (int(v) for v in got)
+        return QueueStats(depth, dead, max(0, age_ms) / 1000)
 
     async def dead_letters(self) -> list[tuple[JobMessage, str]]:
         """The dead-letter stream's messages and reasons (operators, tests)."""
