@@ -96,6 +96,8 @@ def create_app(
         method = request.method if request.method in _METHODS else "OTHER"  # a client picks it: bound the labels
         HTTP_SECONDS.labels(method, path).observe(time.monotonic() - started)
         response.headers["X-Request-ID"] = request_id
+        # the caller's tenant once its key was checked (deps.principal): the log pipeline's label
+        tenant = getattr(request.state, "tenant_id", None)
         log.info(
             "http.request",
             method=request.method,
@@ -103,6 +105,7 @@ def create_app(
             status=response.status_code,
             duration_ms=int((time.monotonic() - started) * 1000),
             request_id=request_id,
+            **({"tenant_id": tenant} if tenant else {}),
         )
         return response
 
