@@ -410,7 +410,13 @@ class KafkaQueue:
 
     async def _oldest_age(self, positions: dict[TopicPartition, int]) -> float | None:
         if self._ager is None:
-            ager = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+            ager = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=50,  # one record is all it needs: do not wait for more
+                max_partition_fetch_bytes=64 * 1024,
+            )
             await ager.start()
             self._ager = ager
         ager = self._ager
