@@ -75,6 +75,8 @@ async def scenario(base: str, a_key: str, b_key: str, scans: int) -> dict[str, A
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    if args[0] == "worker":  # several workers on one host: none needs the health listener here
+        env = {**env, "CONTRACKT_WORKER_LISTEN": "off"}
     with log.open("ab") as sink:
         return subprocess.Popen([str(BIN), *args], env=env, stdout=sink, stderr=sink, start_new_session=True)
 

@@ -296,7 +296,11 @@ def build(
     blobs = make_blobstore(settings)
     queue = make_queue(settings)
     results = make_results(settings, uow)
-    keys = make_key_provider(settings)
+    from contrackt.adapters.keys.measured import MeasuredKeyProvider
+    from contrackt.metrics import set_tenant_label
+
+    set_tenant_label(settings.metrics_tenant_label)  # a process-wide choice, made once at start-up
+    keys: KeyProvider = MeasuredKeyProvider(make_key_provider(settings))
     keyring = Keyring(keys, uow, clock)
     wake = asyncio.Event()
     return Container(

@@ -114,16 +114,25 @@ def worker() -> None:
     _ensure_schema(settings)
 
     async def run() -> None:
+        from contrackt.worker.listener import worker_listener
+
         c = build(settings)
         runtime = WorkerRuntime(c)
+        listener = worker_listener(c, runtime)  # health + metrics (CONTRACKT_WORKER_LISTEN)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await runtime.start(relay=True)
-        await stop.wait()
-        await runtime.stop(settings.shutdown_grace_seconds)
-        await c.close()
+        try:
+            if listener is not None:
+                await listener.start()
+            await runtime.start(relay=True)
+            await stop.wait()
+            await runtime.stop(settings.shutdown_grace_seconds)
+        finally:
+            if listener is not None:
+                await listener.stop()
+            await c.close()
 
     _run(run)
 

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     public_docs: bool = True  # /docs, /redoc and /openapi.json on the API listener
     # `contrackt worker`'s own listener: /v1/health/live, /v1/health/ready, /metrics (off: none)
     worker_listen: str = "127.0.0.1:9100"
+    # a `tenant` label on a few counters (jobs, pages, refusals): the operator's choice, one
+    # series per tenant and label value (docs/adr/0012-observability.md)
+    metrics_tenant_label: bool = False
     # A mounted PEM (Ed25519, PKCS#8) shared by every replica; unset: the key kept in the
     # database, wrapped by the key provider
     receipt_key_file: Path | None = None

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from contrackt.adapters.queue.memory import MemoryQueue
+from contrackt.adapters.queue.redis_streams import RedisStreamsQueue
 from contrackt.domain.jobs import JobMessage
 from contrackt.ports.queue import Delivery, JobQueue
 from tests.contract.services import drop_redis_queue, service, unique
@@ -164,6 +165,50 @@ async def test_depth_counts_waiting(backend: Backend) -> None:
         await d.ack()
     assert sorted(got) == [f"job-{n}" for n in range(5)]
     assert await q.depth() == 0
+
+
+async def test_stats_tell_depth_dead_letters_and_how_long_the_oldest_waits(backend: Backend) -> None:
+    q = backend.new()
+    if isinstance(q, RedisStreamsQueue):
+        q.age_ttl_s = 0.0  # read the age at every call here (the fleet-shared reading has its own test)
+    empty = await q.stats()
+    assert (empty.depth, empty.dead_letters, empty.oldest_age_s) == (0, 0, 0.0)
+    await q.publish(msg(1, tenant="t-a"))
+    await q.publish(msg(2, tenant="t-b"))
+    await asyncio.sleep(1.2)
+    waiting = await q.stats()
+    assert waiting.depth == 2 and waiting.dead_letters == 0
+    assert waiting.oldest_age_s is not None and 1.0 <= waiting.oldest_age_s < 30
+    first = await receive(q)
+    await first.dead_letter("internal_error")
+    parked = await q.stats()
+    assert (parked.depth, parked.dead_letters) == (1, 1)
+    assert parked.oldest_age_s is not None and parked.oldest_age_s >= 1.0  # the other one still waits
+    second = await receive(q)
+    await second.ack()
+    done = await q.stats()
+    assert (done.depth, done.dead_letters, done.oldest_age_s) == (0, 1, 0.0)
+
+
+async def test_redis_processes_share_one_reading_of_the_oldest_age() -> None:
+    backend = Backend("redis")
+    try:
+        first, second = backend.new(), backend.new()
+        assert isinstance(first, RedisStreamsQueue) and isinstance(second, RedisStreamsQueue)
+        first.age_ttl_s = second.age_ttl_s = 1.0
+        await first.publish(msg(1))
+        # nobody has read the age yet: unknown for now, and this process reads it in the background
+        assert (await first.stats()).oldest_age_s is None
+        await asyncio.sleep(0.3)
+        shared = await second.stats()
+        assert shared.depth == 1  # depth and dead letters are read live...
+        assert shared.oldest_age_s == pytest.approx(0.0, abs=0.25)  # ...the age is the shared reading
+        await asyncio.sleep(0.9)  # the window passed: the next process to ask reads it anew
+        assert (await second.stats()).oldest_age_s == pytest.approx(0.0, abs=0.25)  # the old one meanwhile
+        await asyncio.sleep(0.3)
+        assert (await first.stats()).oldest_age_s == pytest.approx(1.2, abs=0.3)
+    finally:
+        await backend.close()
 
 
 @pytest.fixture(params=["redis", "kafka"])

@@ -158,9 +158,12 @@ class Fleet:
         self.kills = 0
 
     def spawn(self, name: str, *args: str) -> None:
+        env = dict(self.env)
+        if args[0] == "worker":  # each worker's health and metrics listener on a port of its own
+            env["CONTRACKT_WORKER_LISTEN"] = f"127.0.0.1:{free_port()}"
         with (self.logdir / f"{name}.log").open("ab") as sink:
             self.procs[name] = subprocess.Popen(
-                [str(BIN), *args], env=self.env, stdout=sink, stderr=sink, start_new_session=True
+                [str(BIN), *args], env=env, stdout=sink, stderr=sink, start_new_session=True
             )
 
     def kill(self, name: str) -> None:

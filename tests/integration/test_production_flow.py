@@ -109,9 +109,12 @@ class Deployment:
 
     def start(self, name: str, *args: str) -> Proc:
         log = self.tmp / f"{name}.log"
+        env = dict(self.env)
+        if args[0] == "worker":  # each worker's health and metrics listener on a port of its own
+            env["CONTRACKT_WORKER_LISTEN"] = f"127.0.0.1:{free_port()}"
         popen = subprocess.Popen(
             [str(CONTRACKT), *args],
-            env=self.env,
+            env=env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,

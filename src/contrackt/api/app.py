@@ -16,11 +16,12 @@ from contrackt.api import errors
 from contrackt.api.edge import Edge, docs_options, metrics_on_public_port
 from contrackt.api.routes import events, extract, health, jobs, metrics, receipts, webhooks
 from contrackt.bootstrap import Container, build
-from contrackt.metrics import HTTP_REQUESTS
+from contrackt.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from contrackt.settings import Settings
 from contrackt.worker.runtime import WorkerRuntime, relay_loop
 
 log = structlog.get_logger("contrackt.api")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def create_app(
@@ -94,7 +95,11 @@ def create_app(
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         HTTP_REQUESTS.labels(path, str(response.status_code)).inc()
+        method = request.method if request.method in _METHODS else "OTHER"  # a client picks it: bound the labels
+        HTTP_SECONDS.labels(method, path).observe(time.monotonic() - started)
         response.headers["X-Request-ID"] = request_id
+        # the caller's tenant once its key was checked (deps.principal): the log pipeline's label
+        tenant = getattr(request.state, "tenant_id", None)
         log.info(
             "http.request",
             method=request.method,
@@ -102,6 +107,7 @@ def create_app(
             status=response.status_code,
             duration_ms=int((time.monotonic() - started) * 1000),
             request_id=request_id,
+            **({"tenant_id": tenant} if tenant else {}),
         )
         return response
 

@@ -37,10 +37,12 @@ async def principal(request: Request, c: ContainerDep, e: EdgeDep) -> Principal:
     client = e.auth.client(request)
     e.auth.check(client)  # an address over its failure limit gets 429 before any key is looked at
     try:
-        return await c.tenants.authenticate(request.headers.get("x-api-key"))
+        p = await c.tenants.authenticate(request.headers.get("x-api-key"))
     except Unauthorized:
         await e.auth.failed(client)  # 429 instead of 401 once over the limit
         raise Unauthorized("A valid API key is required in the X-API-Key header") from None
+    request.state.tenant_id = p.tenant_id  # for the opt-in per-tenant metrics of a refusal
+    return p
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

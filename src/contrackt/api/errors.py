@@ -84,12 +84,14 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def error_response(exc: ContracktError, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    exc: ContracktError, headers: dict[str, str] | None = None, *, tenant: str | None = None
+) -> JSONResponse:
     hdrs = dict(headers or {})
     if exc.retry_after is not None:
         hdrs["Retry-After"] = str(int(max(1, exc.retry_after)))
     if exc.status >= 400:
-        REJECTED.labels(exc.code).inc()
+        REJECTED.inc(exc.code, str(exc.status), tenant=tenant)
     return problem(exc.status, exc.code, exc.title, exc.message, headers=hdrs)
 
 
@@ -115,8 +117,10 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ContracktError)
-    async def _contrackt(_: Request, exc: ContracktError) -> JSONResponse:
-        return error_response(exc, getattr(exc, "headers", None))
+    async def _contrackt(request: Request, exc: ContracktError) -> JSONResponse:
+        # The tenant is known once the key was checked (deps.principal); before that it is not.
+        tenant = getattr(request.state, "tenant_id", None)
+        return error_response(exc, getattr(exc, "headers", None), tenant=tenant)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -52,10 +52,17 @@ def metrics_app(container: Container) -> FastAPI:
 
 
 class MetricsListener:
-    def __init__(self, container: Container, host: str, port: int) -> None:
+    """A second, tiny HTTP server in this process: ``metrics_app`` unless given another ``app``
+    (the worker's listener serves health too: ``contrackt.worker.listener``)."""
+
+    def __init__(
+        self, container: Container, host: str, port: int, *, app: FastAPI | None = None, event: str = ""
+    ) -> None:
         self.container = container
         self.host = host
         self.port = port
+        self.app = app
+        self.event = event or "api.metrics_listener"
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -64,7 +71,11 @@ class MetricsListener:
         sock = socket.create_server((self.host, self.port), family=family, reuse_port=False)
         self.port = sock.getsockname()[1]  # port 0 picks a free one (tests)
         config = uvicorn.Config(
-            metrics_app(self.container), log_config=None, access_log=False, lifespan="off", proxy_headers=False
+            self.app or metrics_app(self.container),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="contrackt-metrics-listener")
@@ -73,7 +84,7 @@ class MetricsListener:
                 self._task.result()  # raises what stopped it
                 raise RuntimeError("the metrics listener stopped at start-up")
             await asyncio.sleep(0.01)
-        log.info("api.metrics_listener", host=self.host, port=self.port)
+        log.info(self.event, host=self.host, port=self.port)
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:

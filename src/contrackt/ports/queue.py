@@ -8,6 +8,7 @@ backlog does not delay another tenant's next job.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Protocol
 
 from contrackt.domain.jobs import JobMessage
@@ -44,6 +45,19 @@ class Delivery(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    """What the backend says about the queue (metrics read it; docs/adr/0012-observability.md).
+
+    ``oldest_age_s``: seconds the oldest message not yet handed to a worker has waited since
+    it was (re-)enqueued; 0.0 when nothing waits; None where the backend cannot tell.
+    """
+
+    depth: int  # as ``depth()``: waiting, delayed or in flight
+    dead_letters: int  # messages on the dead-letter queue
+    oldest_age_s: float | None
+
+
 class JobQueue(Protocol):
     async def publish(self, message: JobMessage) -> None: ...
 
@@ -55,6 +69,10 @@ class JobQueue(Protocol):
 
     async def depth(self) -> int:
         """Messages waiting, delayed or in flight (backpressure and autoscaling read this)."""
+        ...
+
+    async def stats(self) -> QueueStats:
+        """Depth, dead letters and the oldest waiting message's age, in as few calls as the backend allows."""
         ...
 
     async def close(self) -> None: ...

@@ -14,6 +14,7 @@ from datetime import datetime
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.jobs import Job, JobStatus
 from contrackt.domain.webhooks import JOB_FAILED
+from contrackt.metrics import JOB_FAILURES, JOBS_FINISHED
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
@@ -69,6 +70,11 @@ async def fail_job(
                 what="document",
                 until=hold_until.isoformat(timespec="seconds"),
             )
+        # Counted once the row moved (inside the caller's transaction: a commit that then fails
+        # would over-count by one; the database, not this counter, is the record).
+        JOBS_FINISHED.inc("cancelled" if code == "cancelled" else "failed", tenant=job.tenant_id)
+        if code != "cancelled":
+            JOB_FAILURES.labels(code).inc()
     return moved
 
 

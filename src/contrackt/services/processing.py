@@ -16,7 +16,7 @@ from contrackt.domain.errors import PERMANENT_JOB_ERRORS, ContracktError
 from contrackt.domain.jobs import Job, JobStatus
 from contrackt.domain.results import ExtractionResult
 from contrackt.domain.webhooks import JOB_COMPLETED
-from contrackt.metrics import JOB_SECONDS, JOBS_FINISHED, PAGES
+from contrackt.metrics import JOB_RETRIES, JOB_SECONDS, JOB_WAIT_SECONDS, JOBS_DEAD_LETTERED, JOBS_FINISHED, PAGES
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.extractor import ExtractOptions, Extractor
@@ -114,6 +114,7 @@ class ProcessingService:
             await self._not_claimed(delivery, current, now)
             return
         log.info("job.processing", attempt=job.attempts)
+        JOB_WAIT_SECONDS.observe(max(0.0, (now - job.created_at).total_seconds()))
         started = time.monotonic()
         heartbeat = asyncio.create_task(self._heartbeat(job, delivery))
         work = asyncio.create_task(self._extract(job))
@@ -269,10 +270,10 @@ class ProcessingService:
                 keep = result_lives(await uow.jobs.get(job.tenant_id, job.id))
         if moved:
             log.info("job.completed", pages=len(result.pages), duration_ms=int(seconds * 1000))
-            JOBS_FINISHED.labels("completed").inc()
+            JOBS_FINISHED.inc("completed", tenant=job.tenant_id)
             JOB_SECONDS.observe(seconds)
             for page in result.pages:
-                PAGES.labels(page.source).inc()
+                PAGES.inc(page.source, tenant=job.tenant_id)
             await self.destroy_document(job)
         else:
             # The job was cancelled (DELETE), or finished by another claim, after the check
@@ -290,18 +291,18 @@ class ProcessingService:
             async with self.uow(job.tenant_id) as uow:
                 moved = await fail_job(uow, self.clock, job, code, message, hold_until=hold)
             log.warning("job.failed", code=code, attempt=job.attempts, held=hold is not None)
-            if moved:
-                JOBS_FINISHED.labels("failed").inc()
-                if hold is None:
-                    await self.destroy_document(job)
+            if moved and hold is None:  # counted as finished by fail_job
+                await self.destroy_document(job)
             if permanent:
                 await delivery.ack()
             else:
                 await delivery.dead_letter(code)
+                JOBS_DEAD_LETTERED.labels(code).inc()
             return
         async with self.uow(job.tenant_id) as uow:
             await uow.jobs.release(job.id, job.attempts)
         log.warning("job.retry", code=code, attempt=job.attempts)
+        JOB_RETRIES.labels(code).inc()
         await delivery.retry(backoff_seconds(job.attempts))
 
     async def destroy_document(self, job: Job) -> None:

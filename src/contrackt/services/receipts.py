@@ -22,6 +22,7 @@ from contrackt.domain.audit import AuditAction
 from contrackt.domain.errors import ContracktError, NotFound
 from contrackt.domain.ids import parse_id
 from contrackt.domain.tenants import Principal
+from contrackt.metrics import RECEIPT_KEY_FAILURES
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWorkFactory
 from contrackt.ports.signer import ReceiptSigner
@@ -151,6 +152,7 @@ class ReceiptService:
             return await self.signer.public_key_raw()
         except Exception as exc:  # the reason goes to the log; the client gets a stable 503
             log.exception("receipt_key.unavailable")
+            RECEIPT_KEY_FAILURES.inc()
             raise ReceiptKeyUnavailable(retry_after=30) from exc
 
     async def public_key(self) -> dict[str, str]:

@@ -75,6 +75,13 @@ from contrackt.domain.errors import (
     UnknownEngine,
 )
 from contrackt.domain.results import ExtractionResult, Page
+from contrackt.metrics import (
+    OCR_CHILD_RESTARTS,
+    OCR_CHILDREN_SPAWNED,
+    OCR_SANDBOX_VIOLATIONS,
+    PAGE_SECONDS,
+    observe_child_rss,
+)
 from contrackt.ports.extractor import DocumentInfo, ExtractOptions, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -386,10 +393,13 @@ class _Lane:
                     if info is None:
                         break
                     if info.pages != job.total:
+                        pool._count_violation()
                         raise SandboxViolation("A child saw another page count")
                     continue
                 index = job.pending.popleft()
+                started = time.monotonic()
                 page = await pool._page(self.child, job, index)
+                PAGE_SECONDS.labels(page["source"]).observe(time.monotonic() - started)
                 job.record(index, page)
                 if job.progress is not None:
                     await job.progress(job.done, job.total)
@@ -503,6 +513,7 @@ class ProcessPoolExtractor:
         self.seccomp: str | None = None
         self.spawned = 0
         self.restarts = 0  # children lost to a crash, a limit, a timeout or a violation
+        self.violations = 0  # children that broke the protocol (each also a restart)
         self.peak_child_rss_kb = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -645,6 +656,7 @@ class ProcessPoolExtractor:
             with self._live_lock:
                 self._live.add(child)
                 self.spawned += 1
+            OCR_CHILDREN_SPAWNED.inc()
             return child
         raise ContracktError("The OCR zygote could not start a child")  # pragma: no cover
 
@@ -679,7 +691,9 @@ class ProcessPoolExtractor:
         if child.dead:
             return
         child.dead = True
-        self.peak_child_rss_kb = max(self.peak_child_rss_kb, _peak_rss_kb(child.pid))
+        rss_kb = _peak_rss_kb(child.pid)
+        self.peak_child_rss_kb = max(self.peak_child_rss_kb, rss_kb)
+        observe_child_rss(rss_kb)
         try:
             if child.pidfd >= 0:
                 signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
@@ -698,7 +712,18 @@ class ProcessPoolExtractor:
         """A child that died or misbehaved: count it and make sure it is gone."""
         if not child.dead:
             self.restarts += 1
+            OCR_CHILD_RESTARTS.inc()
         self._kill(child)
+
+    def _count_violation(self) -> None:
+        self.violations += 1
+        OCR_SANDBOX_VIOLATIONS.inc()
+
+    def _violation(self, child: _Child) -> SandboxViolation:
+        """A child broke the protocol: count it, make sure it is gone, and say so to the job."""
+        self._count_violation()
+        self._lost(child)
+        return SandboxViolation()
 
     # ------------------------------------------------------------------ the wire
 
@@ -763,9 +788,8 @@ class ProcessPoolExtractor:
             self._lost(child)
             raise ResourceLimit("The document exceeded a resource limit") from None
         except ProtocolViolation as exc:
-            self._lost(child)
             log.warning("ocr child broke the protocol: %s", str(exc)[:200])
-            raise SandboxViolation() from None
+            raise self._violation(child) from None
         except BaseException:
             # Cancelled: the child is still busy with a request nobody waits for.
             self._kill(child)
@@ -775,8 +799,7 @@ class ProcessPoolExtractor:
         try:
             code, message = check_error(reply)
         except ProtocolViolation:
-            self._lost(child)
-            return SandboxViolation()
+            return self._violation(child)
         if code == "encrypted_pdf":
             return EncryptedPdf()
         if code == "corrupt_pdf":
@@ -796,13 +819,11 @@ class ProcessPoolExtractor:
         if reply.get("op") == "error":
             raise self._error(child, reply)
         if reply.get("op") != "opened":
-            self._lost(child)
-            raise SandboxViolation()
+            raise self._violation(child)
         try:
             pages, encrypted, found = check_opened(reply, self.max_pages)
         except ProtocolViolation:
-            self._lost(child)
-            raise SandboxViolation() from None
+            raise self._violation(child) from None
         return DocumentInfo(pages=pages, encrypted=encrypted, active_content=found)
 
     async def _page(self, child: _Child, job: _Job, index: int) -> dict[str, Any]:
@@ -812,13 +833,11 @@ class ProcessPoolExtractor:
         if reply.get("op") == "error":
             raise self._error(child, reply)
         if reply.get("op") != "page" or set(reply) != {"op", "id", "page"}:
-            self._lost(child)
-            raise SandboxViolation()
+            raise self._violation(child)
         try:
             return check_page(reply["page"], index, self.caps)
         except ProtocolViolation:
-            self._lost(child)
-            raise SandboxViolation() from None
+            raise self._violation(child) from None
         except OutputExceeded as exc:
             self._kill(child)
             raise OutputLimit(str(exc)) from None

@@ -28,12 +28,16 @@ URL: ``kafka://host:port[,host:port]/topic[?partitions=6&group=contrackt-workers
   without being handed out (poison guard).
 * ``depth``: end offsets minus the group's committed offsets, over every
   partition (a probe consumer that never joins the group, so the API can ask).
+* ``stats``: that depth, the dead topic's retained messages, and the age of the record at
+  the committed offset of each lagging partition (its timestamp, read by a consumer that
+  never joins the group).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +50,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from contrackt.adapters.queue.lanes import TenantLanes
 from contrackt.domain.jobs import JobMessage
+from contrackt.ports.queue import QueueStats
 
 log = structlog.get_logger("contrackt.queue.kafka")
 
@@ -160,6 +165,7 @@ class KafkaQueue:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._probe: AIOKafkaConsumer | None = None
+        self._ager: AIOKafkaConsumer | None = None  # reads one record per lagging partition (stats)
         self._start_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
         self._topics_ready = False
@@ -350,7 +356,7 @@ class KafkaQueue:
         for tp, target in offsets.items():
             self._committed[tp] = max(self._committed.get(tp, -1), target)
 
-    async def depth(self) -> int:
+    async def _probe_started(self) -> AIOKafkaConsumer:
         if self._probe is None:
             async with self._start_lock:
                 if self._probe is None:
@@ -360,21 +366,74 @@ class KafkaQueue:
                     )
                     await probe.start()  # never subscribes: does not join the group
                     self._probe = probe
-        probe = self._probe
-        partitions = probe.partitions_for_topic(self.topic)
+        return self._probe
+
+    async def _partitions(self, probe: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+        partitions = probe.partitions_for_topic(topic)
         if not partitions:
             await probe._client.force_metadata_update()
-            partitions = probe.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            partitions = probe.partitions_for_topic(topic) or set()
+        return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+    async def _waiting(self) -> dict[TopicPartition, tuple[int, int]]:
+        """Per partition of the job topic: (the group's next offset, the end offset)."""
+        probe = await self._probe_started()
+        tps = await self._partitions(probe, self.topic)
         if not tps:
-            return 0
+            return {}
         ends = await probe.end_offsets(tps)
         starts = await probe.beginning_offsets(tps)
-        total = 0
+        out = {}
         for tp in tps:
             committed = await probe.committed(tp)
-            total += max(0, ends[tp] - (committed if committed is not None else starts[tp]))
-        return total
+            out[tp] = (max(starts[tp], committed) if committed is not None else starts[tp], ends[tp])
+        return out
+
+    async def depth(self) -> int:
+        return sum(max(0, end - position) for position, end in (await self._waiting()).values())
+
+    async def stats(self) -> QueueStats:
+        """Depth is the group's lag in messages; the oldest age is read from the timestamp of
+        the record at each lagging partition's committed offset (a consumer outside the group
+        fetches one record per partition); dead letters are what the dead topic retains."""
+        waiting = await self._waiting()
+        probe = await self._probe_started()
+        dead_tps = await self._partitions(probe, self.dead_topic)
+        dead = 0
+        if dead_tps:
+            ends = await probe.end_offsets(dead_tps)
+            starts = await probe.beginning_offsets(dead_tps)
+            dead = sum(max(0, ends[tp] - starts[tp]) for tp in dead_tps)
+        lagging = {tp: position for tp, (position, end) in waiting.items() if end > position}
+        depth = sum(max(0, end - position) for position, end in waiting.values())
+        return QueueStats(depth, dead, await self._oldest_age(lagging) if lagging else 0.0)
+
+    async def _oldest_age(self, positions: dict[TopicPartition, int]) -> float | None:
+        if self._ager is None:
+            ager = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=50,  # one record is all it needs: do not wait for more
+                max_partition_fetch_bytes=64 * 1024,
+            )
+            await ager.start()
+            self._ager = ager
+        ager = self._ager
+        ager.assign(list(positions))
+        for tp, offset in positions.items():
+            ager.seek(tp, offset)
+        first: dict[TopicPartition, int] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while len(first) < len(positions) and loop.time() < deadline:
+            got = await ager.getmany(*[tp for tp in positions if tp not in first], timeout_ms=200)
+            for tp, records in got.items():
+                if records and tp not in first:
+                    first[tp] = records[0].timestamp
+        if not first:
+            return None  # nothing could be read in time: unknown, not zero
+        return max(0.0, time.time() - min(first.values()) / 1000)
 
     async def close(self) -> None:
         if self._fetcher is not None:
@@ -391,6 +450,9 @@ class KafkaQueue:
         if self._probe is not None:
             await self._probe.stop()
             self._probe = None
+        if self._ager is not None:
+            await self._ager.stop()
+            self._ager = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

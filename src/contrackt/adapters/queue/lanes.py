@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -49,6 +49,11 @@ class TenantLanes(Generic[T]):
             lane.append(item)
         self._count += 1
         self._wake()
+
+    def items(self) -> Iterator[T]:
+        """Every waiting item (held lanes too), in no particular order."""
+        for lane in self._lanes.values():
+            yield from lane
 
     def hold(self, tenant: str, seconds: float) -> None:
         """Skip ``tenant``'s lane for ``seconds`` (its messages stay in order)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from contrackt.adapters.queue.lanes import TenantLanes
 from contrackt.domain.jobs import JobMessage
 from contrackt.ports.deadletters import DeadLetter
+from contrackt.ports.queue import QueueStats
 
 
 @dataclass
@@ -42,7 +44,9 @@ class MemoryDelivery:
             return
         if hold_tenant:
             # Back at the head of its tenant's lane, which is skipped meanwhile.
-            self._queue._lanes.push(self.message.tenant_id, (self.message, self.deliveries - 1), front=True)
+            self._queue._lanes.push(
+                self.message.tenant_id, (self.message, self.deliveries - 1, time.monotonic()), front=True
+            )
             self._queue._lanes.hold(self.message.tenant_id, delay_s)
         else:
             self._queue._later(delay_s, self.message, self.deliveries - 1)
@@ -59,8 +63,8 @@ class MemoryDelivery:
 
 class MemoryQueue:
     def __init__(self) -> None:
-        # Each waiting message with the deliveries it already had.
-        self._lanes: TenantLanes[tuple[JobMessage, int]] = TenantLanes()
+        # Each waiting message with the deliveries it already had and when it was (re-)enqueued.
+        self._lanes: TenantLanes[tuple[JobMessage, int, float]] = TenantLanes()
         self._inflight = 0
         self._delayed = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -73,7 +77,7 @@ class MemoryQueue:
         return [(e.message, e.reason) for e in self.dead.values()]
 
     def _put(self, message: JobMessage, prior: int) -> None:
-        self._lanes.push(message.tenant_id, (message, prior))
+        self._lanes.push(message.tenant_id, (message, prior, time.monotonic()))
 
     def _later(self, delay_s: float, message: JobMessage, prior: int) -> None:
         self._delayed += 1
@@ -97,12 +101,17 @@ class MemoryQueue:
         item = await self._lanes.take(timeout_s, skip_tenants)
         if item is None:
             return None
-        message, prior = item
+        message, prior, _ = item
         self._inflight += 1
         return MemoryDelivery(message, prior + 1, self)
 
     async def depth(self) -> int:
         return len(self._lanes) + self._inflight + self._delayed
+
+    async def stats(self) -> QueueStats:
+        oldest = min((since for _, _, since in self._lanes.items()), default=None)
+        age = 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
+        return QueueStats(await self.depth(), len(self.dead_letters), age)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -73,7 +73,7 @@ async def extract(
             caller, data, idempotency_key=idempotency_key, engine=engine, mode=mode, delete_on_read=delete_on_read
         )
     if not accepted.replayed:
-        JOBS_SUBMITTED.inc()
+        JOBS_SUBMITTED.inc(tenant=caller.tenant_id)
     job = accepted.job
     body: dict[str, Any] = {
         "job_id": job.id,

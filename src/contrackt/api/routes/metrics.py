@@ -1,23 +1,18 @@
-"""GET /metrics (Prometheus text format), with the queue depth read at scrape time."""
+"""GET /metrics (Prometheus text format), with the queue's figures read through a short cache."""
 
 from __future__ import annotations
-
-import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contrackt.api.deps import ContainerDep
-from contrackt.metrics import QUEUE_DEPTH
+from contrackt.queue_gauges import QUEUE_GAUGES
 
 router = APIRouter()
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(c: ContainerDep) -> Response:
-    try:
-        QUEUE_DEPTH.set(await asyncio.wait_for(c.queue.depth(), 2.0))
-    except Exception:
-        QUEUE_DEPTH.set(float("nan"))  # the queue did not answer: say so, don't fail the scrape
+    await QUEUE_GAUGES.refresh(c.queue)  # bounded in time; a failure leaves the last figures, marked stale
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
