@@ -94,3 +94,16 @@ async def test_oldest_first_with_a_limit_and_seen_by_another_client(backend: Bac
     first = (await other.list())[0]
     assert await other.remove(first.entry_id, "replayed")
     assert [e.message.job_id for e in await dead.list()] == ["job-4"]
+
+
+async def test_the_queues_dead_letter_gauge_follows_drops(backend: Backend) -> None:
+    """/metrics' `contrackt_queue_dead_letters` (QueueStats.dead_letters) must fall when an
+    operator drops an entry, or the DLQ alert would fire forever (Kafka cannot delete records)."""
+    q = backend.new()
+    dead = dead_letters(backend, q)
+    await kill(q, 5, "timeout")
+    await kill(q, 6, "timeout")
+    assert (await q.stats()).dead_letters == 2
+    first = (await dead.list())[0]
+    assert await dead.remove(first.entry_id, "dropped")
+    assert (await q.stats()).dead_letters == 1

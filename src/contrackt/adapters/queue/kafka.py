@@ -395,7 +395,9 @@ class KafkaQueue:
     async def stats(self) -> QueueStats:
         """Depth is the group's lag in messages; the oldest age is read from the timestamp of
         the record at each lagging partition's committed offset (a consumer outside the group
-        fetches one record per partition); dead letters are what the dead topic retains."""
+        fetches one record per partition); dead letters are the dead topic's entries that no
+        `contrackt dlq drop|replay` has settled (records cannot be deleted from a topic: a drop
+        appends a marker, docs/adr/0013-operations.md), read only when the topic holds any."""
         waiting = await self._waiting()
         probe = await self._probe_started()
         dead_tps = await self._partitions(probe, self.dead_topic)
@@ -403,7 +405,14 @@ class KafkaQueue:
         if dead_tps:
             ends = await probe.end_offsets(dead_tps)
             starts = await probe.beginning_offsets(dead_tps)
-            dead = sum(max(0, ends[tp] - starts[tp]) for tp in dead_tps)
+            if any(ends[tp] > starts[tp] for tp in dead_tps):
+                from contrackt.adapters.queue.dead_kafka import KafkaDeadLetters
+
+                letters = KafkaDeadLetters.for_queue(self)
+                try:
+                    dead = len(await letters.list(limit=1_000_000))
+                finally:
+                    await letters.close()
         lagging = {tp: position for tp, (position, end) in waiting.items() if end > position}
         depth = sum(max(0, end - position) for position, end in waiting.values())
         return QueueStats(depth, dead, await self._oldest_age(lagging) if lagging else 0.0)
