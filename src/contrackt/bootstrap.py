@@ -20,10 +20,12 @@ from contrackt.ports.results import ResultStore
 from contrackt.ports.signer import ReceiptSigner
 from contrackt.services.intake import IntakeService
 from contrackt.services.keyring import Keyring
+from contrackt.services.listing import JobListing
 from contrackt.services.processing import ProcessingService
 from contrackt.services.purge import Sweeper
 from contrackt.services.results import ResultService
 from contrackt.services.tenants import TenantService
+from contrackt.services.usage import UsageService
 from contrackt.settings import Settings
 
 
@@ -182,6 +184,8 @@ class Container:
     sweeper: Sweeper
     wake_dispatcher: asyncio.Event
     signer: ReceiptSigner
+    listing: JobListing
+    usage: UsageService
     extractor: Extractor | None = None
     processing: ProcessingService | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -246,4 +250,6 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         sweeper=Sweeper(uow, blobs, results, queue, clock, stale_pending_seconds=settings.stale_pending_seconds),
         wake_dispatcher=wake,
         signer=make_receipt_signer(settings, uow, keys),
+        listing=JobListing(uow, keyring),
+        usage=UsageService(uow, clock),
     )

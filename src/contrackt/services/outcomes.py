@@ -15,7 +15,7 @@ from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
-from contrackt.services import audit
+from contrackt.services import audit, usage
 
 
 async def fail_job(uow: UnitOfWork, clock: Clock, job: Job, code: str, message: str) -> bool:
@@ -41,6 +41,7 @@ async def fail_job(uow: UnitOfWork, clock: Clock, job: Job, code: str, message: 
             outcome=code,
             attempt=job.attempts or None,
         )
+        await usage.count_failed(uow, job.tenant_id, now, code)
     return moved
 
 

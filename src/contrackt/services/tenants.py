@@ -20,7 +20,7 @@ from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
-from contrackt.services import audit
+from contrackt.services import audit, usage
 from contrackt.services.keyring import Keyring
 
 
@@ -131,10 +131,13 @@ class TenantService:
             destroyed = await uow.tenant_keys.destroy_all(tenant_id, now)
             revoked = await uow.api_keys.revoke_all(tenant_id, now)
             await uow.tenants.mark_erased(tenant_id, now)
+            failed = 0
             for job in jobs:
                 if not JobStatus(job.status).terminal:
-                    await uow.jobs.fail_pending(job.id, now, "tenant_erased", "The tenant was erased")
+                    failed += await uow.jobs.fail_pending(job.id, now, "tenant_erased", "The tenant was erased")
             await audit.record(uow, self.clock, tenant_id, AuditAction.TENANT_ERASED, what="tenant")
+            if failed:
+                await usage.count_failed(uow, tenant_id, now, "tenant_erased", failed)
         self.keyring.forget(tenant_id)
         blob_count = 0
         for info in await blobs.list(f"{tenant_id}/"):

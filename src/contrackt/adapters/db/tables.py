@@ -110,6 +110,8 @@ jobs = sa.Table(
     sa.Column("purged_at", UTCDateTime, nullable=True),
     sa.Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     sa.Index("ix_jobs_status", "status"),
+    # GET /v1/jobs?status=: a tenant's jobs of one status, newest first (revision 0005)
+    sa.Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at"),
     sa.UniqueConstraint("tenant_id", "idempotency_key_hash", name="uq_jobs_idempotency"),
 )
 
@@ -153,6 +155,18 @@ results = sa.Table(
     sa.Index("ix_results_expiry", "expires_at"),
 )
 
+# What each tenant used, per UTC day (revision 0005): counters moved in the same transaction
+# that makes a job terminal, so they outlive results, documents and pruned job rows. Metrics:
+# "pages.<source>" (pages of completed jobs), "jobs.completed", "jobs.failed.<error code>".
+usage_daily = sa.Table(
+    "usage_daily",
+    metadata,
+    sa.Column("tenant_id", UUID, sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("metric", sa.String(80), primary_key=True),
+    sa.Column("total", sa.BigInteger, nullable=False),
+)
+
 # Service-wide keys that every replica shares (the receipt-signing key), each private key
 # wrapped by the key provider (KMS, Vault or the local master key). Not a tenant table.
 service_keys = sa.Table(
@@ -166,4 +180,4 @@ service_keys = sa.Table(
 )
 
 # Tables whose rows belong to one tenant (row-level security on PostgreSQL).
-TENANT_TABLES = ("tenants", "tenant_keys", "api_keys", "jobs", "audit_logs", "outbox", "results")
+TENANT_TABLES = ("tenants", "tenant_keys", "api_keys", "jobs", "audit_logs", "outbox", "results", "usage_daily")

@@ -16,6 +16,7 @@ from contrackt.adapters.db.repositories import (
     SqlTenantKeyRepository,
     SqlTenantRepository,
 )
+from contrackt.adapters.db.usage import SqlUsageRepository
 from contrackt.ports.repositories import (
     ApiKeyRepository,
     AuditRepository,
@@ -23,6 +24,7 @@ from contrackt.ports.repositories import (
     OutboxRepository,
     TenantKeyRepository,
     TenantRepository,
+    UsageRepository,
 )
 
 
@@ -33,6 +35,7 @@ class SqlUnitOfWork:
     jobs: JobRepository
     audit: AuditRepository
     outbox: OutboxRepository
+    usage: UsageRepository
     conn: AsyncConnection
 
     def __init__(
@@ -68,6 +71,7 @@ class SqlUnitOfWork:
         self.jobs = SqlJobRepository(conn)
         self.audit = SqlAuditRepository(conn)
         self.outbox = SqlOutboxRepository(conn)
+        self.usage = SqlUsageRepository(conn)
         return self
 
     async def _set_scope(self, conn: AsyncConnection) -> None:
