@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 
 from contrackt.api.deps import ContainerDep, StatusCaller
 from contrackt.api.errors import problems
+from contrackt.domain.errors import InvalidRequest
 from contrackt.domain.usage import MAX_RANGE_DAYS
 from contrackt.services.listing import DEFAULT_LIMIT, MAX_LIMIT
 from contrackt.services.results import job_view
@@ -86,6 +87,13 @@ async def list_jobs(
     return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
 
+def _day(alias: str, description: str) -> Any:
+    # A plain YYYY-MM-DD string: pydantic's date would also take "0" (a Unix timestamp).
+    return Query(
+        alias=alias, pattern=r"^\d{4}-\d{2}-\d{2}$", description=description, json_schema_extra={"format": "date"}
+    )
+
+
 @router.get(
     "/v1/usage",
     summary="This tenant's usage per UTC day: pages by source, jobs by outcome",
@@ -101,9 +109,16 @@ async def list_jobs(
 async def usage(
     caller: StatusCaller,
     c: ContainerDep,
-    start: Annotated[date | None, Query(alias="from", description="First day (YYYY-MM-DD, UTC)")] = None,
-    end: Annotated[
-        date | None, Query(alias="to", description=f"Last day (YYYY-MM-DD, UTC; at most {MAX_RANGE_DAYS} days)")
-    ] = None,
+    start: Annotated[str | None, _day("from", "First day (YYYY-MM-DD, UTC)")] = None,
+    end: Annotated[str | None, _day("to", f"Last day (YYYY-MM-DD, UTC; at most {MAX_RANGE_DAYS} days)")] = None,
 ) -> dict[str, Any]:
-    return await c.usage.report(caller, start, end)
+    return await c.usage.report(caller, _parse_day(start, "from"), _parse_day(end, "to"))
+
+
+def _parse_day(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' is not a date (YYYY-MM-DD)") from None
