@@ -42,6 +42,7 @@ class Live:
     url: str
     loop: asyncio.AbstractEventLoop
     container: Container
+    app: Any
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the server's loop (its database engine lives there)."""
@@ -79,7 +80,7 @@ def live_server(tmp_path: Path, extractor: Extractor | None = None, **overrides:
         assert time.monotonic() < deadline, "the server did not start in 30 s"
         time.sleep(0.02)
     try:
-        yield Live(f"http://127.0.0.1:{port}", loop, container)
+        yield Live(f"http://127.0.0.1:{port}", loop, container, app)
     finally:
         server.should_exit = True
         thread.join(30)

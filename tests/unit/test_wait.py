@@ -170,3 +170,21 @@ async def test_a_key_revoked_during_the_wait_gets_no_result(tmp_path: Path) -> N
         r = await asyncio.wait_for(post, 10)
         assert r.status_code == 202
         assert r.headers["x-wait-outcome"] == "unauthorized"
+
+
+def test_a_client_that_leaves_during_the_wait_frees_its_slot(tmp_path: Path) -> None:
+    from tests.live_server import live_server
+
+    with live_server(tmp_path) as live:
+        h = {"X-API-Key": live.new_key()}
+        doc = fake_pdf("a%PAGEb%PAGEc%PAGEd%PAGEe%PAGEf", "slow")
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{live.url}/v1/extract?wait=60", headers=h, content=doc, timeout=1.0)
+        edge: Edge = live.app.state.edge
+        deadline = time.monotonic() + 5
+        while edge.admission.streams.in_use() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert edge.admission.streams.in_use() == 0  # within about a second, not after 60
+        assert edge.watcher._subs == set()
+        jobs = httpx.get(f"{live.url}/v1/jobs", headers=h).json()["jobs"]
+        assert len(jobs) == 1  # the job stands; the client finds it by listing (or its Idempotency-Key)

@@ -41,6 +41,7 @@ async def wait_for_job(edge: Edge, job: Job, api_key_id: str, seconds: float, re
     except TooManyStreams:
         return Waited(job, "too_many_streams")
     sub = edge.watcher.subscribe(job, api_key_id)
+    gone = asyncio.create_task(_disconnected(request), name="contrackt-wait-disconnect")
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
@@ -51,10 +52,21 @@ async def wait_for_job(edge: Edge, job: Job, api_key_id: str, seconds: float, re
             left = deadline - loop.time()
             if left <= 0:
                 return Waited(current, "timeout")
-            if await request.is_disconnected():
+            if gone.done():
                 return Waited(current, "client_gone")
             current = await sub.next(min(WAKE_SECONDS, left))
         return Waited(current, current.status.value)
     finally:
+        gone.cancel()
         edge.watcher.unsubscribe(sub)
         slot.release()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone. The body was read whole already, so the next ASGI
+    message is the disconnect. (``Request.is_disconnected`` never sees it behind Starlette's
+    BaseHTTPMiddleware: its receive cannot run inside the cancelled scope that check uses.)"""
+    while True:
+        if (await request.receive())["type"] == "http.disconnect":
+            return
+        await asyncio.sleep(WAKE_SECONDS)  # a server that answers with empty body messages: no busy loop

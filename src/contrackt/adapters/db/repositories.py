@@ -454,7 +454,12 @@ class SqlJobRepository(_Repo):
             stmt = stmt.where(jobs.c.status == status.value)
         if before is not None:
             at, job_id = before
-            stmt = stmt.where(sa.or_(jobs.c.created_at < at, sa.and_(jobs.c.created_at == at, jobs.c.id < job_id)))
+            # The first condition is implied by the second; it is there so that the index on
+            # (tenant_id[, status], created_at) seeks to the position instead of scanning up to it.
+            stmt = stmt.where(
+                jobs.c.created_at <= at,
+                sa.or_(jobs.c.created_at < at, sa.and_(jobs.c.created_at == at, jobs.c.id < job_id)),
+            )
         rows = await self.conn.execute(stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit))
         return [_job(r._mapping) for r in rows]
 
