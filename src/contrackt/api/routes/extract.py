@@ -109,7 +109,12 @@ async def extract(
     delete_on_read: bool | None = None,
     wait: Annotated[
         int,
-        Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds (0–60) to wait for the result; 0 answers 202 at once"),
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Seconds (0–60) to wait for the result; 0 answers 202 at once",
+            examples=[30],
+        ),
     ] = 0,
     format: ResultFormat = "json",
 ) -> Response:

@@ -80,7 +80,9 @@ async def list_jobs(
     status: Annotated[
         str | None, Query(pattern="^(pending|processing|completed|failed)$", description="Only jobs in this status")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Jobs per page (1–100)")] = DEFAULT_LIMIT,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Jobs per page (1–100)", examples=[50])
+    ] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> dict[str, Any]:
     page = await c.listing.page(caller, status=status, limit=limit, cursor=cursor)
@@ -90,7 +92,11 @@ async def list_jobs(
 def _day(alias: str, description: str) -> Any:
     # A plain YYYY-MM-DD string: pydantic's date would also take "0" (a Unix timestamp).
     return Query(
-        alias=alias, pattern=r"^\d{4}-\d{2}-\d{2}$", description=description, json_schema_extra={"format": "date"}
+        alias=alias,
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        description=description,
+        examples=["2026-11-01" if alias == "from" else "2026-11-30"],
+        json_schema_extra={"format": "date"},
     )
 
 
