@@ -127,3 +127,29 @@ async def test_usage_counters_under_concurrency_and_rls(world: World) -> None:
     with pytest.raises(DBAPIError, match="row-level security"):
         async with world.uow(system=True) as u:  # no system policy on usage: system tasks never write it
             await u.usage.add(world.a.tenant_id, day, {"jobs.completed": 1})
+
+
+async def test_migration_0005_backfills_an_existing_postgres_database(pg: FreshPostgres, world: World) -> None:
+    import asyncpg
+
+    # Make the database look as it did before revision 0005, with finished jobs in it.
+    admin = await asyncpg.connect(pg.dsn(pg.admin_target_url))
+    try:
+        await admin.execute("DROP TABLE usage_daily")
+        await admin.execute("DROP INDEX ix_jobs_tenant_status_created")
+        await admin.execute("UPDATE alembic_version SET version_num = '0004'")
+    finally:
+        await admin.close()
+    late = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)  # 23:30 UTC: still 1 March, whatever the server's zone
+    async with world.uow(world.a.tenant_id) as u:
+        for status, code, pages in (("completed", None, 4), ("completed", None, 1), ("failed", "timeout", None)):
+            job = Job(id=new_id(), tenant_id=world.a.tenant_id, status=JobStatus(status), created_at=late)
+            job.completed_at, job.error_code, job.pages_total = late, code, pages
+            await u.jobs.add(job)
+    await asyncio.to_thread(pg.migrate)
+    report = await UsageService(world.uow, SystemClock()).report(world.a, date(2026, 3, 1), date(2026, 3, 2))
+    assert report["days"][0]["pages"] == {"text_layer": 0, "ocr": 0, "unknown": 5, "total": 5}
+    assert report["days"][0]["jobs"] == {"completed": 2, "failed": 1, "failed_by_code": {"timeout": 1}}
+    assert report["days"][1]["jobs"]["completed"] == 0
+    async with world.uow(world.b.tenant_id) as u:  # the new table has its row-level security
+        assert await u.usage.daily(world.a.tenant_id, date(2026, 3, 1), date(2026, 3, 1)) == []
