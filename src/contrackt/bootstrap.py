@@ -24,10 +24,12 @@ from contrackt.ports.signer import ReceiptSigner
 from contrackt.ports.webhooks import WebhookTransport
 from contrackt.services.intake import IntakeService
 from contrackt.services.keyring import Keyring
+from contrackt.services.listing import JobListing
 from contrackt.services.processing import ProcessingService
 from contrackt.services.purge import Sweeper
 from contrackt.services.results import ResultService
 from contrackt.services.tenants import TenantService
+from contrackt.services.usage import UsageService
 from contrackt.services.webhook_dispatch import WebhookDispatcher
 from contrackt.services.webhooks import WebhookService
 from contrackt.settings import Settings
@@ -240,6 +242,8 @@ class Container:
     wake_dispatcher: asyncio.Event
     signer: ReceiptSigner
     webhooks: WebhookService
+    listing: JobListing
+    usage: UsageService
     extractor: Extractor | None = None
     processing: ProcessingService | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -336,4 +340,6 @@ def build(
             allow_private=settings.webhook_allow_private,
             max_per_tenant=settings.webhook_max_per_tenant,
         ),
+        listing=JobListing(uow, keyring),
+        usage=UsageService(uow, clock),
     )

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -524,28 +523,26 @@ def extract(file: Path, fmt: str, engine: str | None, mode: str) -> None:
 @click.option("--wait", is_flag=True, help="Wait for the result and print its text")
 @click.option("--timeout", default=600.0, show_default=True)
 def submit(file: Path, url: str, api_key: str, wait: bool, timeout: float) -> None:
-    """Upload FILE to a running server."""
-    import httpx
+    """Upload FILE to a running server (through the Python client, contrackt.client).
 
-    headers = {"X-API-Key": api_key}
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-        r = client.post("/v1/extract", content=file.read_bytes(), headers={"Content-Type": "application/pdf"})
-        if r.status_code != 202:
-            raise click.ClickException(f"{r.status_code}: {r.text}")
-        job = r.json()
-        if not wait:
-            click.echo(json.dumps(job))
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = client.get(f"/v1/jobs/{job['job_id']}").json()
-            if status["status"] == "completed":
-                click.echo(client.get(f"/v1/jobs/{job['job_id']}/result", params={"format": "text"}).text)
+    Without --wait, prints the job as accepted (JSON). With --wait, shows the pages done on
+    stderr as they come and prints the text.
+    """
+    from contrackt.client import Client, ContracktClientError
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"page {done}/{total}", err=True)
+
+    try:
+        with Client(url, api_key, timeout=60.0) as client:
+            if not wait:
+                click.echo(json.dumps(client.extract(file, wait=False).raw))
                 return
-            if status["status"] == "failed":
-                raise click.ClickException(json.dumps(status["error"]))
-            time.sleep(0.5)
-        raise click.ClickException("timed out waiting for the job")
+            result = client.extract(file, format="text", progress=progress, timeout=timeout)
+    except ContracktClientError as exc:
+        where = f" (job {exc.job_id})" if exc.job_id else ""
+        raise click.ClickException(f"{exc.code}: {exc.detail}{where}") from None
+    click.echo(result.text)
 
 
 @main.group()

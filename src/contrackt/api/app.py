@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from contrackt import __version__
 from contrackt.api import errors
 from contrackt.api.edge import Edge, docs_options, metrics_on_public_port
-from contrackt.api.routes import events, extract, health, jobs, metrics, receipts, webhooks
+from contrackt.api.routes import events, extract, health, jobs, listing, metrics, receipts, webhooks
 from contrackt.bootstrap import Container, build
 from contrackt.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from contrackt.settings import Settings
@@ -75,7 +75,7 @@ def create_app(
         **docs_options(settings),
     )
     errors.install(app)
-    for module in (extract, jobs, events, health):
+    for module in (extract, jobs, events, health, listing):
         app.include_router(module.router)
     if metrics_on_public_port(settings):
         app.include_router(metrics.router)

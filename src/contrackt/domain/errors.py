@@ -32,6 +32,10 @@ class InvalidRequest(ContracktError):
     status, code, title = 422, "invalid_request", "The request is invalid"
 
 
+class InvalidCursor(InvalidRequest):
+    code = "invalid_cursor"
+
+
 class UploadTooLarge(ContracktError):
     status, code, title = 413, "upload_too_large", "The upload exceeds the size limit"
 

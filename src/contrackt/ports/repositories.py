@@ -8,14 +8,14 @@ enforced by row-level security as well as by the queries.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol
 
 from contrackt.domain.audit import AuditEvent, ChainRow
 from contrackt.domain.checkpoints import ChainCut
-from contrackt.domain.jobs import Job, JobMessage
+from contrackt.domain.jobs import Job, JobMessage, JobStatus
 from contrackt.domain.tenants import ApiKey, Tenant
 from contrackt.ports.webhooks import WebhookDeliveryRepository, WebhookRepository
 
@@ -151,6 +151,22 @@ class JobRepository(Protocol):
         ...
 
     async def list_for_tenant(self, tenant_id: str) -> list[Job]: ...
+    async def page(
+        self, tenant_id: str, *, status: JobStatus | None, before: tuple[datetime, str] | None, limit: int
+    ) -> list[Job]:
+        """The tenant's jobs newest first (``created_at``, then ``id``, descending), strictly
+        after the position ``before`` (keyset pagination); at most ``limit``."""
+        ...
+
+
+class UsageRepository(Protocol):
+    async def add(self, tenant_id: str, day: date, counts: Mapping[str, int]) -> None:
+        """Add ``counts`` (metric -> amount) to the tenant's counters of ``day`` (created at 0)."""
+        ...
+
+    async def daily(self, tenant_id: str, start: date, end: date) -> list[tuple[date, str, int]]:
+        """The tenant's counters of ``start..end`` (inclusive): (day, metric, total)."""
+        ...
 
 
 class AuditRepository(Protocol):
@@ -203,6 +219,7 @@ class UnitOfWork(Protocol):
     webhooks: WebhookRepository
     webhook_deliveries: WebhookDeliveryRepository
     checkpoints: CheckpointRepository
+    usage: UsageRepository
 
     async def __aenter__(self) -> UnitOfWork: ...
 

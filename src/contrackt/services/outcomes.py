@@ -19,7 +19,7 @@ from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
-from contrackt.services import audit
+from contrackt.services import audit, usage
 from contrackt.services.webhooks import emit_job_event
 
 
@@ -75,6 +75,7 @@ async def fail_job(
         JOBS_FINISHED.inc("cancelled" if code == "cancelled" else "failed", tenant=job.tenant_id)
         if code != "cancelled":
             JOB_FAILURES.labels(code).inc()
+        await usage.count_failed(uow, job.tenant_id, now, code)
     return moved
 
 

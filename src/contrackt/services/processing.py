@@ -23,7 +23,7 @@ from contrackt.ports.extractor import ExtractOptions, Extractor
 from contrackt.ports.queue import Delivery
 from contrackt.ports.repositories import UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
-from contrackt.services import audit
+from contrackt.services import audit, usage
 from contrackt.services.crypto import PURPOSE_DOCUMENT, key_version_of, open_sealed
 from contrackt.services.keyring import Keyring
 from contrackt.services.outcomes import destroy_document, fail_job, result_lives
@@ -265,6 +265,7 @@ class ProcessingService:
                 )
                 # In the transaction that moved the job: the event exists if and only if it completed.
                 await emit_job_event(uow, self.clock, job, JOB_COMPLETED, None)
+                await usage.count_completed(uow, job.tenant_id, now, (page.source for page in result.pages))
             else:
                 # Only a result another claim completed, and nobody destroyed, may stay.
                 keep = result_lives(await uow.jobs.get(job.tenant_id, job.id))

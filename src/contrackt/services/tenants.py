@@ -20,7 +20,7 @@ from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
 from contrackt.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from contrackt.ports.results import ResultStore
-from contrackt.services import audit
+from contrackt.services import audit, usage
 from contrackt.services.keyring import Keyring
 
 
@@ -132,12 +132,15 @@ class TenantService:
             revoked = await uow.api_keys.revoke_all(tenant_id, now)
             await uow.webhooks.delete_all(tenant_id)  # nothing is sent on an erased tenant's behalf
             await uow.tenants.mark_erased(tenant_id, now)
+            failed = 0
             for job in jobs:
                 if not JobStatus(job.status).terminal:
-                    await uow.jobs.fail_pending(job.id, now, "tenant_erased", "The tenant was erased")
+                    failed += await uow.jobs.fail_pending(job.id, now, "tenant_erased", "The tenant was erased")
                 elif job.document_hold_until is not None:
                     await uow.jobs.end_hold(job.id)  # no replay: its document goes with the others
             await audit.record(uow, self.clock, tenant_id, AuditAction.TENANT_ERASED, what="tenant")
+            if failed:
+                await usage.count_failed(uow, tenant_id, now, "tenant_erased", failed)
         self.keyring.forget(tenant_id)
         blob_count = 0
         for info in await blobs.list(f"{tenant_id}/"):

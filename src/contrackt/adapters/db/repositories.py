@@ -515,6 +515,23 @@ class SqlJobRepository(_Repo):
         rows = await self.conn.execute(jobs.select().where(jobs.c.tenant_id == tenant_id).order_by(jobs.c.created_at))
         return [_job(r._mapping) for r in rows]
 
+    async def page(
+        self, tenant_id: str, *, status: JobStatus | None, before: tuple[datetime, str] | None, limit: int
+    ) -> list[Job]:
+        stmt = jobs.select().where(jobs.c.tenant_id == tenant_id)
+        if status is not None:
+            stmt = stmt.where(jobs.c.status == status.value)
+        if before is not None:
+            at, job_id = before
+            # The first condition is implied by the second; it is there so that the index on
+            # (tenant_id[, status], created_at) seeks to the position instead of scanning up to it.
+            stmt = stmt.where(
+                jobs.c.created_at <= at,
+                sa.or_(jobs.c.created_at < at, sa.and_(jobs.c.created_at == at, jobs.c.id < job_id)),
+            )
+        rows = await self.conn.execute(stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit))
+        return [_job(r._mapping) for r in rows]
+
 
 class SqlAuditRepository(_Repo):
     async def append(self, event: AuditEvent) -> ChainRow:

@@ -116,6 +116,8 @@ jobs = sa.Table(
     sa.Index("ix_jobs_status", "status"),
     sa.Index("ix_jobs_hold", "document_hold_until"),
     sa.Index("ix_jobs_completed", "completed_at"),
+    # GET /v1/jobs?status=: a tenant's jobs of one status, newest first (revision 0005)
+    sa.Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at"),
     sa.UniqueConstraint("tenant_id", "idempotency_key_hash", name="uq_jobs_idempotency"),
 )
 
@@ -174,6 +176,18 @@ results = sa.Table(
     sa.Column("ciphertext", sa.LargeBinary, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Index("ix_results_expiry", "expires_at"),
+)
+
+# What each tenant used, per UTC day (revision 0005): counters moved in the same transaction
+# that makes a job terminal, so they outlive results, documents and pruned job rows. Metrics:
+# "pages.<source>" (pages of completed jobs), "jobs.completed", "jobs.failed.<error code>".
+usage_daily = sa.Table(
+    "usage_daily",
+    metadata,
+    sa.Column("tenant_id", UUID, sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("metric", sa.String(80), primary_key=True),
+    sa.Column("total", sa.BigInteger, nullable=False),
 )
 
 # Service-wide keys that every replica shares (the receipt-signing key), each private key
@@ -265,4 +279,5 @@ TENANT_TABLES = (
     "webhook_events",
     "webhook_attempts",
     "audit_checkpoints",
+    "usage_daily",
 )

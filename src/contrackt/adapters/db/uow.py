@@ -17,6 +17,7 @@ from contrackt.adapters.db.repositories import (
     SqlTenantKeyRepository,
     SqlTenantRepository,
 )
+from contrackt.adapters.db.usage import SqlUsageRepository
 from contrackt.adapters.db.webhook_repositories import SqlWebhookDeliveryRepository, SqlWebhookRepository
 from contrackt.ports.repositories import (
     ApiKeyRepository,
@@ -26,6 +27,7 @@ from contrackt.ports.repositories import (
     OutboxRepository,
     TenantKeyRepository,
     TenantRepository,
+    UsageRepository,
 )
 from contrackt.ports.webhooks import WebhookDeliveryRepository, WebhookRepository
 
@@ -40,6 +42,7 @@ class SqlUnitOfWork:
     webhooks: WebhookRepository
     webhook_deliveries: WebhookDeliveryRepository
     checkpoints: CheckpointRepository
+    usage: UsageRepository
     conn: AsyncConnection
 
     def __init__(
@@ -78,6 +81,7 @@ class SqlUnitOfWork:
         self.webhooks = SqlWebhookRepository(conn)
         self.webhook_deliveries = SqlWebhookDeliveryRepository(conn)
         self.checkpoints = SqlCheckpointRepository(conn)
+        self.usage = SqlUsageRepository(conn)
         return self
 
     async def _set_scope(self, conn: AsyncConnection) -> None:
