@@ -61,6 +61,8 @@ class Job:
     result_purged_at: datetime | None = None
     purged_at: datetime | None = None
     delete_on_read: bool = False
+    media_type: str = "application/pdf"  # sniffed from the first bytes at intake
+    pages: str | None = None  # the page selection, canonical (``1-3,7``); None: every page
 
 
 @dataclass(frozen=True)

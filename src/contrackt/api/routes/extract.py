@@ -1,4 +1,4 @@
-"""POST /v1/extract: accept a PDF (multipart field ``file`` or a raw application/pdf body)."""
+"""POST /v1/extract: accept a PDF or an image (multipart field ``file``, or the raw body)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,13 @@ def job_links(job_id: str) -> dict[str, str]:
 @router.post(
     "/v1/extract",
     status_code=202,
-    summary="Submit a PDF for extraction",
+    summary="Submit a PDF or an image (JPEG, PNG, multi-page TIFF) for extraction",
+    description=(
+        "The document's type is told by its first bytes (`%PDF-`, JPEG, PNG or TIFF signatures); anything "
+        "else is refused with 415 `not_a_pdf`. Images are decoded only inside the extraction sandbox, each "
+        "frame one page (at most `CONTRACKT_MAX_PAGES` frames, `CONTRACKT_MAX_IMAGE_PIXELS` pixels a frame). "
+        "`pages=1-3,7` reads only those pages of a PDF or TIFF and returns them with their own numbers."
+    ),
     responses={
         202: {"description": "Accepted"},
         **problems(
@@ -46,6 +52,9 @@ def job_links(job_id: str) -> dict[str, str]:
                     }
                 },
                 "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/tiff": {"schema": {"type": "string", "format": "binary"}},
             },
             "required": True,
         }
@@ -61,6 +70,15 @@ async def extract(
     engine: Annotated[str | None, Query(max_length=32)] = None,
     mode: Annotated[str, Query(pattern="^(auto|ocr|text)$")] = "auto",
     delete_on_read: bool | None = None,
+    pages: Annotated[
+        str | None,
+        Query(
+            max_length=1000,
+            description="Pages to read, counted from 1: numbers and inclusive ranges, e.g. `1-3,7` "
+            "(422 when malformed or empty; the job fails `pages_out_of_range` when the document is shorter)",
+            examples=["1-3,7"],
+        ),
+    ] = None,
 ) -> JSONResponse:
     # The upload slot is held while the body is read and sealed: the bytes of at most
     # CONTRACKT_MAX_CONCURRENT_UPLOADS documents are in this process's memory at once.
@@ -70,7 +88,13 @@ async def extract(
         await c.intake.check_capacity(caller)
         data = await read_body(request.stream(), request.headers.get("content-type", ""), e.body)
         accepted = await c.intake.submit(
-            caller, data, idempotency_key=idempotency_key, engine=engine, mode=mode, delete_on_read=delete_on_read
+            caller,
+            data,
+            idempotency_key=idempotency_key,
+            engine=engine,
+            mode=mode,
+            delete_on_read=delete_on_read,
+            pages=pages,
         )
     if not accepted.replayed:
         JOBS_SUBMITTED.inc()
