@@ -73,9 +73,7 @@ def test_image_signatures_then_anything_are_accepted_for_sandboxed_decoding(sign
 
 
 @FAST
-@given(
-    st.sampled_from([b"\xff\xd8", b"\x89PNG\r\n\x1a", b"II*", b"MM\x00", b"II\x00*", b"\x89png\r\n\x1a\n", b" \xff\xd8\xff"])
-)
+@given(st.sampled_from([b"\xff\xd8", b"\x89PNG\r\n\x1a", b"II*", b"MM\x00", b"II\x00*", b"\x89png\r\n\x1a\n"]))
 def test_image_near_misses_are_refused(head: bytes) -> None:
     assert outcome(head + b"\x01\x02") == "not_a_pdf"
 

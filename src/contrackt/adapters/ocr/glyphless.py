@@ -1,10 +1,10 @@
-"""A TrueType font with two empty glyphs, built byte by byte, for invisible text layers.
+"""A TrueType font of one box-shaped glyph, built byte by byte, for invisible text layers.
 
 A searchable PDF's text is drawn in render mode 3 (neither filled nor stroked):
 viewers select and search it, nobody sees it. The font it names must still exist,
 be embedded (viewers warn about, or substitute, fonts that are not) and give every
-character a width. This one has ``.notdef`` and one empty glyph whose advance is
-half an em; the PDF maps every character code to that glyph (``CIDToGIDMap``) and
+character a width and a height. This one has an empty ``.notdef`` and one glyph, a
+box half an em wide and an em tall; the PDF maps every character code to it (``CIDToGIDMap``) and
 back to its Unicode value (``ToUnicode``), so any BMP character can be written.
 
 Only the standard library; the tables follow Apple's and Microsoft's TrueType
@@ -50,6 +50,20 @@ def _cmap_table() -> bytes:
     return struct.pack(">2H", 0, 1) + struct.pack(">2HI", 3, 1, 12) + subtable
 
 
+def _box_glyph() -> bytes:
+    """Glyph 1: one rectangle, the advance wide and an em tall. Text in render mode 3 never
+    draws it; its box is what viewers select and highlight, and what tells PDFium that a
+    line written top to bottom has a width at all."""
+    points = ((0, 0), (ADVANCE, 0), (ADVANCE, ASCENT), (0, ASCENT))
+    xs = [b - a for a, b in zip((0, *(p[0] for p in points)), (p[0] for p in points), strict=False)]
+    ys = [b - a for a, b in zip((0, *(p[1] for p in points)), (p[1] for p in points), strict=False)]
+    data = struct.pack(">hhhhh", 1, 0, DESCENT, ADVANCE, ASCENT)  # one contour, its box
+    data += struct.pack(">HH", len(points) - 1, 0)  # last point of the contour; no instructions
+    data += bytes([0x01] * len(points))  # every point on the curve, coordinates as 16-bit deltas
+    data += struct.pack(f">{len(xs)}h", *xs) + struct.pack(f">{len(ys)}h", *ys)
+    return data + b"\0" * (-len(data) % 4)
+
+
 def _tables() -> dict[bytes, bytes]:
     glyphs = 2
     head = struct.pack(
@@ -92,7 +106,7 @@ def _tables() -> dict[bytes, bytes]:
         0,  # metric data format
         glyphs,
     )
-    maxp = struct.pack(">IHHHHHHHHHHHHHH", 0x00010000, glyphs, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+    maxp = struct.pack(">IHHHHHHHHHHHHHH", 0x00010000, glyphs, 4, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0)
     os2 = struct.pack(
         ">HhHHHhhhhhhhhhhh10sIIII4sHHHhhhHH",
         1,  # version
@@ -127,8 +141,8 @@ def _tables() -> dict[bytes, bytes]:
         -DESCENT,  # win descent
     ) + struct.pack(">II", 1, 0)  # code page ranges (version 1): Latin 1
     hmtx = struct.pack(">HhHh", ADVANCE, 0, ADVANCE, 0)
-    loca = struct.pack(">3H", 0, 0, 0)  # both glyphs are empty
-    glyf = b"\0\0\0\0"  # never read (every glyph has length 0); some readers dislike an empty table
+    glyf = _box_glyph()
+    loca = struct.pack(">3H", 0, 0, len(glyf) // 2)  # .notdef empty; glyph 1 the box (short offsets: /2)
     post = struct.pack(">IIhhIIIII", 0x00030000, 0, -100, 50, 0, 0, 0, 0, 0)
     return {
         b"OS/2": os2,
