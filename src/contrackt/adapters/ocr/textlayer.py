@@ -147,7 +147,14 @@ def extract_text_layer(page: Any, max_chars: int | None = None, max_lines: int |
             bbox = transform.rect(*box) if box is not None else (0.0, 0.0, 0.0, 0.0)
             words: list[tuple[str, BBox]] = []
             for word in _WORD.finditer(text):
-                word_box = union(start + word.start(), start + word.end())
+                first, end = start + word.start(), start + word.end()
+                # most words are one rectangle: two calls instead of a loop
+                if count_rects(tp, first, end - first) == 1 and get_rect(tp, 0, *refs):
+                    word_box: list[float] | None = [left.value, bottom.value, right.value, top.value]
+                    if word_box[2] <= word_box[0] or word_box[3] <= word_box[1]:
+                        word_box = None
+                else:
+                    word_box = union(first, end)
                 if word_box is None:
                     words = []  # no box rather than a wrong one
                     break
