@@ -322,8 +322,8 @@ class _Job:
 
     def begin(self, pages: int) -> None:
         """Plan the pages to read once the document's page count is known."""
-        indices = list(range(pages)) if self.selection is None else [n - 1 for n in self.selection]
-        beyond = [i + 1 for i in indices if i >= pages]
+        indices = list(range(pages)) if self.selection is None else sorted({n - 1 for n in self.selection})
+        beyond = [i + 1 for i in indices if not 0 <= i < pages]
         if beyond:
             raise PagesOutOfRange(
                 f"The document has {pages} page{'s' if pages != 1 else ''}; the selection asks for page {beyond[0]}"
