@@ -149,10 +149,10 @@ def extract_text_layer(page: Any, max_chars: int | None = None, max_lines: int |
             for word in _WORD.finditer(text):
                 first, end = start + word.start(), start + word.end()
                 # most words are one rectangle: two calls instead of a loop
+                word_box: list[float] | None
                 if count_rects(tp, first, end - first) == 1 and get_rect(tp, 0, *refs):
-                    word_box: list[float] | None = [left.value, bottom.value, right.value, top.value]
-                    if word_box[2] <= word_box[0] or word_box[3] <= word_box[1]:
-                        word_box = None
+                    lo, bo, ri, to = left.value, bottom.value, right.value, top.value
+                    word_box = [lo, bo, ri, to] if ri > lo and to > bo else None
                 else:
                     word_box = union(first, end)
                 if word_box is None:
