@@ -11,6 +11,7 @@ page costs a few milliseconds.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
@@ -62,3 +63,19 @@ def corpus_cer(pairs: Iterable[tuple[str, str]]) -> float:
         dist += levenshtein(h, r)
         chars += len(r)
     return dist / chars if chars else 0.0
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words (runs of letters and digits), as the OCR benchmark counts them."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def word_recall(hypothesis: str, reference: str) -> float:
+    """Share of the reference's words found in the hypothesis, counted with multiplicity."""
+    have = Counter(words(hypothesis))
+    need = Counter(words(reference))
+    total = sum(need.values())
+    return sum(min(have[w], n) for w, n in need.items()) / total if total else 1.0

@@ -189,6 +189,7 @@ def make_extractor(settings: Settings) -> Extractor:
         page_timeout_s=settings.page_timeout_seconds,
         job_timeout_s=settings.job_timeout_seconds,
         max_pages=settings.max_pages,
+        max_image_pixels=settings.max_image_pixels,
         network_isolation=settings.ocr_network_isolation,
         sandbox_uid=settings.ocr_sandbox_uid,
         seccomp=settings.ocr_seccomp,
@@ -261,6 +262,7 @@ class Container:
             result_ttl_seconds=self.settings.result_ttl_seconds,
             max_inflight=self.settings.tenant_max_inflight,
             replay_window_seconds=self.settings.replay_window_hours * 3600,
+            searchable_pdf=self.settings.searchable_pdf,
         )
         return self.processing
 
@@ -327,6 +329,7 @@ def build(
             settings.max_queue_depth,
             wake_dispatcher=wake,
             tenant_max_backlog=settings.tenant_max_backlog,
+            max_pages=settings.max_pages,
         ),
         reader=ResultService(uow, results, blobs, keyring, clock),
         sweeper=Sweeper(uow, blobs, results, queue, clock, stale_pending_seconds=settings.stale_pending_seconds),

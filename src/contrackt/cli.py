@@ -475,19 +475,39 @@ def purge() -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "pdf"]),
+    default="text",
+    show_default=True,
+    help="pdf: the searchable PDF (binary, to stdout or --output)",
+)
 @click.option("--engine", default=None, help="OCR engine (default: the configured one)")
 @click.option("--mode", type=click.Choice(["auto", "ocr", "text"]), default="auto", show_default=True)
-def extract(file: Path, fmt: str, engine: str | None, mode: str) -> None:
-    """Extract FILE in-process (no server, no database); progress on stderr."""
+@click.option("--pages", default=None, help="pages to read, e.g. 1-3,7 (PDF and TIFF)")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write here, not stdout")
+def extract(file: Path, fmt: str, engine: str | None, mode: str, pages: str | None, output: Path | None) -> None:
+    """Extract FILE (PDF, JPEG, PNG or TIFF) in-process (no server, no database); progress on stderr."""
     from contrackt.bootstrap import make_extractor
     from contrackt.domain.errors import ContracktError
+    from contrackt.domain.limits import SNIFF_BYTES, sniff_media_type
+    from contrackt.domain.pages import expand_pages, format_pages, parse_pages
     from contrackt.ports.extractor import ExtractOptions
+    from contrackt.services.markdown import render_markdown
 
     settings = _settings()
     data = file.read_bytes()
-    if not data.startswith(b"%PDF-"):
-        raise click.ClickException("not a PDF (the file does not start with %PDF-)")
+    media_type = sniff_media_type(data[:SNIFF_BYTES])
+    if media_type is None:
+        raise click.ClickException("not a PDF, JPEG, PNG or TIFF file (told by its first bytes)")
+    try:
+        selection = expand_pages(format_pages(parse_pages(pages, settings.max_pages))) if pages else None
+    except ContracktError as exc:
+        raise click.ClickException(exc.message) from None
+    options = ExtractOptions(
+        engine=engine, mode=mode, media_type=media_type, pages=selection, searchable_pdf=fmt == "pdf"
+    )
 
     async def run() -> Any:
         extractor = make_extractor(settings)
@@ -501,7 +521,7 @@ def extract(file: Path, fmt: str, engine: str | None, mode: str) -> None:
             sys.stderr.flush()
 
         try:
-            result = await extractor.extract(data, ExtractOptions(engine=engine, mode=mode), progress)
+            result = await extractor.extract(data, options, progress)
         finally:
             await extractor.close()
         return result
@@ -510,10 +530,21 @@ def extract(file: Path, fmt: str, engine: str | None, mode: str) -> None:
         result = _run(run)
     except ContracktError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
-    if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    if fmt == "pdf":
+        if result.searchable_pdf is None:
+            raise click.ClickException("format_unavailable: the searchable PDF could not be built")
+        out = result.searchable_pdf
+    elif fmt == "json":
+        out = (json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n").encode()
+    elif fmt == "markdown":
+        out = render_markdown(result).encode()
     else:
-        click.echo(result.text)
+        out = (result.text + "\n").encode()
+    if output is not None:
+        output.write_bytes(out)
+    else:
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
 
 
 @main.command()

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
 
     max_upload_mb: int = 50
     max_pages: int = 500
+    # pixels one image frame may declare (checked before decoding; a 600 dpi A4 colour scan is 35 M)
+    max_image_pixels: int = 50_000_000
+    # build a searchable PDF for each job (kept with its result, same TTL); false: format=pdf answers 409
+    searchable_pdf: bool = True
     result_ttl_seconds: int = 900
     workers: int = 0  # OCR child processes; 0 = number of cores
     concurrency: int = 0  # jobs in flight per worker process; 0 = workers
@@ -144,7 +148,7 @@ class Settings(BaseSettings):
         parse_rate(self.rate_limit_extract)
         parse_rate(self.rate_limit_status)
         parse_rate(self.auth_failure_limit)
-        if self.max_upload_mb <= 0 or self.max_pages <= 0:
+        if self.max_upload_mb <= 0 or self.max_pages <= 0 or self.max_image_pixels <= 0:
             raise ValueError("limits must be positive")
         if min(self.webhook_timeout_seconds, self.webhook_retry_base_seconds, self.webhook_poll_seconds) <= 0 or (
             min(self.webhook_max_concurrency, self.webhook_max_per_tenant) < 1

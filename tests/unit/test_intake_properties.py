@@ -1,4 +1,6 @@
-"""Property tests: the intake validator only ever accepts, or says NotAPdf / EmptyUpload."""
+"""Property tests: the intake validator only ever accepts, or says NotAPdf / EmptyUpload.
+
+Accepted: bytes that start, at offset 0, with the signature of a PDF, JPEG, PNG or TIFF file."""
 
 from __future__ import annotations
 
@@ -16,6 +18,14 @@ from contrackt.domain.limits import PDF_MAGIC
 from contrackt.services.intake import validate_upload
 from tests.conftest import embedded_settings
 
+# written out here, not imported: the test states the rule the validator must follow
+SIGNATURES = (b"%PDF-", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*")
+
+
+def signed(data: bytes) -> bool:
+    return any(data.startswith(signature) for signature in SIGNATURES)
+
+
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -32,7 +42,7 @@ def outcome(data: bytes) -> str:
 @FAST
 @given(st.binary(max_size=4096))
 def test_random_bytes(data: bytes) -> None:
-    expected = "empty" if not data else ("accepted" if data.startswith(PDF_MAGIC) else "not_a_pdf")
+    expected = "empty" if not data else ("accepted" if signed(data) else "not_a_pdf")
     assert outcome(data) == expected
 
 
@@ -41,7 +51,7 @@ def test_random_bytes(data: bytes) -> None:
 def test_pdf_header_after_a_prefix_is_refused(prefix: bytes, rest: bytes) -> None:
     # Polyglots (GIF/HTML/ZIP + PDF) put the header at an offset > 0: refused.
     data = prefix + PDF_MAGIC + rest
-    assert outcome(data) == ("accepted" if data.startswith(PDF_MAGIC) else "not_a_pdf")
+    assert outcome(data) == ("accepted" if signed(data) else "not_a_pdf")
 
 
 @FAST
@@ -54,6 +64,18 @@ def test_near_misses_are_refused(head: bytes) -> None:
 @given(st.binary(max_size=2048))
 def test_header_then_anything_is_accepted_for_sandboxed_parsing(rest: bytes) -> None:
     assert outcome(PDF_MAGIC + rest) == "accepted"
+
+
+@FAST
+@given(st.sampled_from(SIGNATURES[1:]), st.binary(max_size=512))
+def test_image_signatures_then_anything_are_accepted_for_sandboxed_decoding(signature: bytes, rest: bytes) -> None:
+    assert outcome(signature + rest) == "accepted"
+
+
+@FAST
+@given(st.sampled_from([b"\xff\xd8", b"\x89PNG\r\n\x1a", b"II*", b"MM\x00", b"II\x00*", b"\x89png\r\n\x1a\n"]))
+def test_image_near_misses_are_refused(head: bytes) -> None:
+    assert outcome(head + b"\x01\x02") == "not_a_pdf"
 
 
 @pytest.mark.parametrize("n", [1])

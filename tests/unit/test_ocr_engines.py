@@ -172,7 +172,18 @@ def test_text_mode_never_ocrs_and_auto_does_on_a_scan() -> None:
     born = worker_for(_corpus_file(SYNTH / "born_digital.pdf"))
     page = born.page(0, "auto", "rapidocr")
     assert page["source"] == "text_layer" and page["zoom"] is None
-    assert page["lines"] and "words" not in page["lines"][0]  # word boxes come from OCR engines only
+    # text-layer lines carry their words too (issue 12: markdown tables need the columns), each
+    # with its box inside the line's and the confidence of a text layer
+    assert page["lines"]
+    for line in page["lines"]:
+        assert " ".join(w["text"] for w in line["words"]) == " ".join(line["text"].split())
+        x0, y0, x1, y1 = line["bbox"]
+        for w in line["words"]:
+            assert w["confidence"] == 1.0
+            assert (
+                x0 - 0.5 <= w["bbox"][0] < w["bbox"][2] <= x1 + 0.5
+                and y0 - 0.5 <= w["bbox"][1] <= w["bbox"][3] <= y1 + 0.5
+            )
 
 
 def _box(x0: float, y0: float, x1: float, y1: float, text: str) -> OcrBox:

@@ -20,7 +20,9 @@ from contrackt.adapters.ocr.protocol import (
     check_error,
     check_opened,
     check_page,
+    check_searchable,
     encode,
+    searchable_cap,
 )
 
 CAPS = OutputCaps(max_page_chars=1_000, max_lines_per_page=10)
@@ -147,3 +149,40 @@ def test_lone_surrogates_from_broken_fonts_are_sent_as_replacement_characters() 
     ((header, _),) = FrameReader().feed(encode({"op": "page", "text": "a\ud800b\ud83d\ude00"}))
     assert header["text"] == "a\ufffdb\U0001f600"
     assert json.dumps(header)  # plain, valid JSON
+
+
+# ----------------------------------------------------------------------------- the searchable PDF
+
+
+def test_only_the_searchable_reply_may_carry_a_blob_and_only_up_to_its_cap() -> None:
+    reply = {"op": "searchable", "id": 4}
+    pdf = b"%PDF-1.7\n" + b"x" * 91
+    reader = FrameReader(max_header=1_000, max_blob=100)
+    ((header, blob),) = reader.feed(encode(reply, pdf))
+    assert check_searchable(header, blob) == pdf
+    # one byte over the cap: refused from the length, before the body is read
+    with pytest.raises(ProtocolViolation, match="blob"):
+        FrameReader(max_header=1_000, max_blob=99).feed(encode(reply)[:-4] + struct.pack(">I", 100))
+    for bad_header, bad_blob in (
+        ({**reply, "pages": 3}, pdf),  # extra field
+        ({"op": "searchable"}, pdf),  # missing id
+        (reply, b""),  # empty
+        (reply, b"GIF89a" + pdf),  # not a PDF from its first byte
+    ):
+        with pytest.raises(ProtocolViolation):
+            check_searchable(bad_header, bad_blob)
+
+
+def test_the_searchable_cap_grows_with_the_document_and_its_text() -> None:
+    small = searchable_cap(1_000, [page()])
+    assert searchable_cap(2_000, [page()]) > small
+    assert searchable_cap(1_000, [page(), page(number=2)]) > small
+    wordy = page(lines=[{**page()["lines"][0], "text": "Contrato " * 50}])
+    assert searchable_cap(1_000, [wordy]) > small
+    # a 12 MB scan of 10 pages may come back as about its own size plus its text layer
+    assert searchable_cap(12_000_000, [page()] * 10) >= 3 * 12_000_000
+
+
+def test_image_errors_are_known_codes() -> None:
+    for code in ("corrupt_image", "image_too_large", "too_many_pages"):
+        assert check_error({"op": "error", "id": 1, "code": code, "message": ""}) == (code, "")

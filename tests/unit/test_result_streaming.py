@@ -127,9 +127,13 @@ async def test_stored_result_has_no_engine_and_is_segmented(http: httpx.AsyncCli
     assert open_result_part(key, t["tenant_id"], job_id, stored, "text").decode() == stored_json["text"]
     header = ResultHeader.parse(stored)
     assert header.result_sha256 == stored_json["result_sha256"]
-    assert len(stored) == HEADER_SIZE + header.json_length + header.text_length
+    # every part back to back after the header; a job without a searchable PDF has no pdf part
+    assert len(stored) == HEADER_SIZE + sum(header.lengths.values())
+    assert header.has("markdown") and not header.has("pdf")
+    assert open_result_part(key, t["tenant_id"], job_id, stored, "markdown").decode().startswith("<!-- page 1 -->")
     # the text stream does not open as the JSON, nor the object under another job's identity
-    text_stream = stored[HEADER_SIZE + header.json_length :]
+    offset, length = header.span("text")
+    text_stream = stored[offset : offset + length]
     with pytest.raises(DecryptionFailed):
         open_stream(key, t["tenant_id"], job_id, PURPOSE_RESULT, text_stream, context=header.raw)
     with pytest.raises(DecryptionFailed):

@@ -14,12 +14,15 @@ from contrackt.bootstrap import Container
 from contrackt.domain.tenants import Principal
 from contrackt.services.result_object import Part
 
-FORMATS = ("json", "text")
+FORMATS: tuple[Part, ...] = ("json", "text", "markdown", "pdf")
 ResultFormat = Annotated[
     str,
     Query(
         pattern=f"^({'|'.join(FORMATS)})$",
-        description="`json` (pages, lines, boxes, confidences) or `text` (text/plain, pages separated by a form feed)",
+        description=(
+            "`json` (pages, lines, boxes, confidences), `text` (text/plain, pages separated by a form feed), "
+            "`markdown` (headings, paragraphs, pipe tables) or `pdf` (the searchable PDF, as an attachment)"
+        ),
     ),
 ]
 
@@ -46,11 +49,16 @@ RESULT_EXAMPLE: dict[str, Any] = {
 RESULT_CONTENT: dict[str, Any] = {
     "application/json": {"schema": {"type": "object"}, "example": RESULT_EXAMPLE},
     "text/plain": {"schema": {"type": "string"}, "example": "CONTRATO DE PRESTAÇÃO DE SERVIÇOS\nCláusula 1ª ..."},
+    "text/markdown": {
+        "schema": {"type": "string"},
+        "example": "<!-- page 1 -->\n\n# CONTRATO\n\n| Item | Valor |\n| --- | --- |\n| 001 | R$ 10,00 |\n",
+    },
+    "application/pdf": {"schema": {"type": "string", "format": "binary"}},
 }
 
 
 def result_part(format: str) -> Part:
-    return "text" if format == "text" else "json"
+    return next((part for part in FORMATS if part == format), "json")
 
 
 async def result_response(
@@ -61,7 +69,10 @@ async def result_response(
     its last byte is out. A failure later stops the stream short of the exact Content-Length, so
     the client sees a broken transfer (without it, Starlette's BaseHTTPMiddleware would end a
     chunked body normally: ADR 0010)."""
-    body = await c.reader.open_result(caller, job_id, result_part(format))
-    return StreamingResponse(
-        body.chunks, media_type=body.media_type, headers={**headers, "Content-Length": str(body.length)}
-    )
+    part = result_part(format)
+    body = await c.reader.open_result(caller, job_id, part)
+    out = {**headers, "Content-Length": str(body.length)}
+    if part == "pdf":
+        # the job id, never the uploaded file's name (which is not kept)
+        out["Content-Disposition"] = f'attachment; filename="{job_id}.pdf"'
+    return StreamingResponse(body.chunks, media_type=body.media_type, headers=out)

@@ -33,7 +33,8 @@ from contrackt.domain.errors import (
 MULTIPART_OVERHEAD = 64 * 1024
 BATCH_BYTES = 1024 * 1024  # bytes handed to the parser thread at once
 PARSER_THREADS = 1  # pure Python holds the GIL: more threads would not parse faster, only contend with the loop
-RAW_TYPES = ("application/pdf", "application/octet-stream", "")
+# raw bodies: the document's own type (the first bytes decide what it is), or none in particular
+RAW_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/tiff", "application/octet-stream", "")
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,10 @@ async def read_body(stream: AsyncIterator[bytes], content_type: str, limits: Bod
     """
     multipart = content_type.startswith("multipart/form-data")
     if not multipart and content_type.split(";")[0].strip() not in RAW_TYPES:
-        raise NotAPdf("Send multipart/form-data with a 'file' field, or an application/pdf body")
+        raise NotAPdf(
+            "Send multipart/form-data with a 'file' field, or the document as the body "
+            "(application/pdf, image/jpeg, image/png or image/tiff)"
+        )
     try:
         async with asyncio.timeout(limits.timeout_s):
             if multipart:

@@ -66,6 +66,8 @@ ALLOWED_DETAIL_KEYS = frozenset(
         "jobs",
         "tenants",
         "checkpoint",
+        "media_type",  # RECEIVED: application/pdf, image/jpeg, image/png or image/tiff
+        "parts",  # COMPLETED: the forms the result was stored in, e.g. json+text+markdown+pdf
     }
 )
 

@@ -21,7 +21,10 @@ class ContracktError(Exception):
 
 
 class NotAPdf(ContracktError):
-    status, code, title = 415, "not_a_pdf", "The upload is not a PDF document"
+    """Not a document we read (PDF, JPEG, PNG, TIFF, by their first bytes). The code predates
+    image inputs and is kept so that clients' handling of it keeps working."""
+
+    status, code, title = 415, "not_a_pdf", "The upload is not a PDF, JPEG, PNG or TIFF document"
 
 
 class EmptyUpload(ContracktError):
@@ -54,6 +57,22 @@ class EncryptedPdf(ContracktError):
 
 class CorruptPdf(ContracktError):
     status, code, title = 422, "corrupt_pdf", "The PDF could not be read"
+
+
+class CorruptImage(ContracktError):
+    status, code, title = 422, "corrupt_image", "The image could not be read"
+
+
+class ImageTooLarge(ContracktError):
+    status, code, title = 413, "image_too_large", "The image has more pixels than allowed"
+
+
+class PagesOutOfRange(ContracktError):
+    status, code, title = 422, "pages_out_of_range", "The page selection asks for pages the document does not have"
+
+
+class FormatUnavailable(ContracktError):
+    status, code, title = 409, "format_unavailable", "The result is not available in this format"
 
 
 class ResourceLimit(ContracktError):
@@ -164,5 +183,9 @@ PERMANENT_JOB_ERRORS = frozenset(
         # the same document would produce the same output again, or trip the sandbox again
         "output_limit",
         "sandbox_violation",
+        # image inputs and page selections: the same file and request fail the same way again
+        "corrupt_image",
+        "image_too_large",
+        "pages_out_of_range",
     }
 )

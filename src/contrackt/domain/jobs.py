@@ -66,6 +66,8 @@ class Job:
     document_hold_until: datetime | None = None
     # Claims allowed in all (``attempts`` never goes down: it fences claims); a replay raises it.
     attempt_limit: int = MAX_ATTEMPTS
+    media_type: str = "application/pdf"  # sniffed from the first bytes at intake
+    pages: str | None = None  # the page selection, canonical (``1-3,7``); None: every page
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,8 @@ class ExtractionResult:
     # Active content found in the document and never run: "javascript", "launch_action",
     # "embedded_files". Reported so a client can treat such a file with suspicion.
     active_content: list[str] = field(default_factory=list)
+    # The searchable PDF (tenant data, opaque bytes), when one was asked for and could be built
+    searchable_pdf: bytes | None = field(default=None, repr=False)
 
     @property
     def text(self) -> str:

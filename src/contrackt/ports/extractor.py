@@ -18,6 +18,9 @@ class ExtractOptions:
     mode: str = "auto"  # auto | ocr | text
     # whose document: the pool shares its cores fairly between tenants (None: this job alone)
     tenant_id: str | None = None
+    media_type: str = "application/pdf"  # application/pdf | image/jpeg | image/png | image/tiff
+    pages: tuple[int, ...] | None = None  # 1-based page numbers to read (None: every page)
+    searchable_pdf: bool = False  # also build the searchable PDF (ExtractionResult.searchable_pdf)
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,8 @@ class DocumentInfo:
 
 
 class Extractor(Protocol):
-    """Raises domain errors: EncryptedPdf, CorruptPdf, TooManyPages, ResourceLimit,
-    ExtractionTimeout, UnknownEngine, OutputLimit, SandboxViolation."""
+    """Raises domain errors: EncryptedPdf, CorruptPdf, CorruptImage, ImageTooLarge, TooManyPages,
+    PagesOutOfRange, ResourceLimit, ExtractionTimeout, UnknownEngine, OutputLimit, SandboxViolation."""
 
     async def start(self) -> None:
         """Start the sandbox (models loaded before the first job)."""

@@ -21,7 +21,8 @@ from contrackt.domain.errors import (
 )
 from contrackt.domain.ids import new_id
 from contrackt.domain.jobs import Job, JobMessage, JobStatus
-from contrackt.domain.limits import looks_like_pdf
+from contrackt.domain.limits import SNIFF_BYTES, sniff_media_type
+from contrackt.domain.pages import format_pages, parse_pages
 from contrackt.domain.tenants import Principal
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.clock import Clock
@@ -42,16 +43,22 @@ RETRY_AFTER_MAX_S = 300
 RETRY_AFTER_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 180, RETRY_AFTER_MAX_S)
 
 
-def validate_upload(data: bytes) -> None:
-    """The checks every upload passes before anything is stored (pure, cheap).
+def validate_upload(data: bytes) -> str:
+    """The checks every upload passes before anything is stored (pure, cheap); returns the
+    document's media type, told by its first bytes (PDF, JPEG, PNG or TIFF).
 
-    Raises ``EmptyUpload`` or ``NotAPdf``; the document itself is parsed only
-    later, in a sandboxed child process.
+    Raises ``EmptyUpload`` or ``NotAPdf`` (415 ``not_a_pdf``, the code it always had); the
+    document itself is parsed and decoded only later, in a sandboxed child process.
     """
     if not data:
         raise EmptyUpload("The request body holds no document")
-    if not looks_like_pdf(data[:8]):
-        raise NotAPdf("The upload does not start with the PDF header (%PDF-)")
+    media_type = sniff_media_type(data[:SNIFF_BYTES])
+    if media_type is None:
+        raise NotAPdf(
+            "The upload is not a PDF, JPEG, PNG or TIFF document (it must start with %PDF- or the "
+            "image format's signature)"
+        )
+    return media_type
 
 
 def retry_after_seconds(unfinished: int, per_second: float) -> int:
@@ -86,6 +93,7 @@ class IntakeService:
         wake_dispatcher: asyncio.Event | None = None,
         *,
         tenant_max_backlog: int | None = None,
+        max_pages: int = 500,
     ) -> None:
         self.uow = uow
         self.blobs = blobs
@@ -94,6 +102,7 @@ class IntakeService:
         self.engines = engines
         self.max_unfinished = max_unfinished
         self.tenant_max_backlog = tenant_max_backlog
+        self.max_pages = max_pages
         self.wake_dispatcher = wake_dispatcher
         self._rate: tuple[datetime, float] | None = None  # (measured at, jobs finished per second)
 
@@ -161,8 +170,10 @@ class IntakeService:
         engine: str | None = None,
         mode: str = "auto",
         delete_on_read: bool | None = None,
+        pages: str | None = None,
     ) -> Accepted:
-        validate_upload(data)
+        media_type = validate_upload(data)
+        selection = format_pages(parse_pages(pages, self.max_pages)) if pages is not None else None
         if mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}")
         if engine is not None and engine not in self.engines:
@@ -197,6 +208,8 @@ class IntakeService:
             mode=mode,
             # A request may ask for delete-on-read; it cannot switch off the tenant's policy.
             delete_on_read=principal.delete_on_read or bool(delete_on_read),
+            media_type=media_type,
+            pages=selection,
         )
         try:
             async with self.uow(tenant_id) as uow:
@@ -211,6 +224,7 @@ class IntakeService:
                     fingerprint=fp,
                     size_bytes=len(data),
                     key_version=version,
+                    media_type=media_type,
                 )
                 await uow.outbox.add(JobMessage(job_id, tenant_id, blob_key), now)
         except IdempotencyConflict:

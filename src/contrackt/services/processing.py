@@ -1,4 +1,5 @@
-"""Processing: claim a job, decrypt, extract, store the result, destroy the document."""
+"""Processing: claim a job, decrypt, extract, store the result (JSON, text, markdown, searchable PDF),
+destroy the document."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import structlog
 from contrackt.domain.audit import AuditAction
 from contrackt.domain.errors import PERMANENT_JOB_ERRORS, ContracktError
 from contrackt.domain.jobs import Job, JobStatus
+from contrackt.domain.pages import expand_pages
 from contrackt.domain.results import ExtractionResult
 from contrackt.domain.webhooks import JOB_COMPLETED
 from contrackt.metrics import JOB_RETRIES, JOB_SECONDS, JOB_WAIT_SECONDS, JOBS_DEAD_LETTERED, JOBS_FINISHED, PAGES
@@ -26,6 +28,7 @@ from contrackt.ports.results import ResultStore
 from contrackt.services import audit, usage
 from contrackt.services.crypto import PURPOSE_DOCUMENT, key_version_of, open_sealed
 from contrackt.services.keyring import Keyring
+from contrackt.services.markdown import render_markdown
 from contrackt.services.outcomes import destroy_document, fail_job, result_lives
 from contrackt.services.result_object import seal_result
 from contrackt.services.webhooks import emit_job_event
@@ -71,6 +74,7 @@ class ProcessingService:
         result_ttl_seconds: int,
         max_inflight: int | None = None,
         replay_window_seconds: float = 0.0,
+        searchable_pdf: bool = True,
     ) -> None:
         self.uow = uow
         self.blobs = blobs
@@ -83,6 +87,7 @@ class ProcessingService:
         self.max_inflight = max_inflight
         # A retryable failure keeps its sealed document this long for `contrackt dlq replay`.
         self.replay_window = timedelta(seconds=max(0.0, replay_window_seconds))
+        self.searchable_pdf = searchable_pdf
 
     async def handle(self, delivery: Delivery) -> None:
         msg = delivery.message
@@ -219,14 +224,34 @@ class ProcessingService:
             async with self.uow(job.tenant_id) as uow:
                 await uow.jobs.set_progress(job.id, done, total)
 
-        options = ExtractOptions(engine=job.engine, mode=job.mode, tenant_id=job.tenant_id)
+        options = ExtractOptions(
+            engine=job.engine,
+            mode=job.mode,
+            tenant_id=job.tenant_id,
+            media_type=job.media_type,
+            pages=expand_pages(job.pages) if job.pages else None,
+            searchable_pdf=self.searchable_pdf,
+        )
         return await self.extractor.extract(pdf, options, progress)
 
     async def _complete(self, delivery: Delivery, job: Job, result: ExtractionResult, seconds: float) -> None:
         payload, digest = result_payload(job.id, result)
+        # pure code over every line of the document: off the event loop (heartbeats keep running)
+        markdown = (await asyncio.to_thread(render_markdown, result)).encode()
         version, key = await self.keyring.current(job.tenant_id)
-        sealed = seal_result(key, version, job.tenant_id, job.id, payload, result.text.encode(), digest)
-        del payload
+        sealed = seal_result(
+            key,
+            version,
+            job.tenant_id,
+            job.id,
+            payload,
+            result.text.encode(),
+            digest,
+            markdown=markdown,
+            pdf=result.searchable_pdf,
+        )
+        parts = "json+text+markdown" + ("+pdf" if result.searchable_pdf is not None else "")
+        del payload, markdown
         now = self.clock.now()
         expires = now + self.result_ttl
         async with self.uow(job.tenant_id) as uow:
@@ -262,6 +287,7 @@ class ProcessingService:
                     outcome="completed",
                     key_version=version,
                     engine=result.engine,
+                    parts=parts,
                 )
                 # In the transaction that moved the job: the event exists if and only if it completed.
                 await emit_job_event(uow, self.clock, job, JOB_COMPLETED, None)

@@ -50,7 +50,8 @@ RECEIPT_TYPE = "contrackt.deletion-receipt.v2"
 RECEIPT_FIELDS = (*RECEIPT_FIELDS_V1, "document_sha256")
 # What `verify_receipt` accepts: each type with exactly its own fields.
 RECEIPT_TYPES = {RECEIPT_TYPE_V1: RECEIPT_FIELDS_V1, RECEIPT_TYPE: RECEIPT_FIELDS}
-_DESTROYED_ORDER = ("document", "result")
+# "searchable_pdf" is a part of the result (destroyed with it); named when the job had one
+_DESTROYED_ORDER = ("document", "result", "searchable_pdf")
 
 
 class NotPurged(ContracktError):
@@ -189,12 +190,16 @@ class ReceiptService:
             rows = [r.event for r in await uow.audit.chain(tenant_id) if r.event.job_id == job.id]
         destroyed: set[str] = set()
         result_sha256: str | None = None
+        parts: set[str] = set()
         for ev in rows:
             if ev.action is AuditAction.PURGED:
                 destroyed.update(str(ev.details.get("what", "")).split("+"))
             elif ev.action is AuditAction.COMPLETED and result_sha256 is None:
                 result_sha256 = ev.details.get("result_sha256")
+                parts = set(str(ev.details.get("parts", "")).split("+"))
         destroyed.add("document")  # purged_at is set only after the document is deleted
+        if "result" in destroyed and "pdf" in parts:
+            destroyed.add("searchable_pdf")  # one object with the result: gone with it
         receipt: dict[str, Any] = {
             "type": RECEIPT_TYPE,
             "job_id": job.id,

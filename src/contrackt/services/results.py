@@ -10,7 +10,16 @@ from typing import Any
 import structlog
 
 from contrackt.domain.audit import AuditAction
-from contrackt.domain.errors import ContracktError, DecryptionFailed, Gone, JobFailed, NotFinished, NotFound, Overloaded
+from contrackt.domain.errors import (
+    ContracktError,
+    DecryptionFailed,
+    FormatUnavailable,
+    Gone,
+    JobFailed,
+    NotFinished,
+    NotFound,
+    Overloaded,
+)
 from contrackt.domain.ids import parse_id
 from contrackt.domain.jobs import Job, JobStatus
 from contrackt.domain.tenants import Principal
@@ -30,12 +39,17 @@ from contrackt.services.crypto import (
 )
 from contrackt.services.keyring import Keyring
 from contrackt.services.outcomes import destroy_result, fail_job
-from contrackt.services.result_object import HEADER_SIZE, Part, ResultHeader, is_legacy, part_opener
+from contrackt.services.result_object import MAX_HEADER_SIZE, Part, ResultHeader, is_legacy, part_opener
 
 log = structlog.get_logger("contrackt.results")
 
 READ_BYTES = 1024 * 1024  # the most ciphertext one store read brings into the process while streaming
-MEDIA_TYPES: dict[Part, str] = {"json": "application/json", "text": "text/plain; charset=utf-8"}
+MEDIA_TYPES: dict[Part, str] = {
+    "json": "application/json",
+    "text": "text/plain; charset=utf-8",
+    "markdown": "text/markdown; charset=utf-8",
+    "pdf": "application/pdf",
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,14 @@ class ResultBody:
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
+
+_UNAVAILABLE: dict[Part, str] = {
+    "json": "This result has no JSON form",
+    "text": "This result has no text form",
+    "markdown": "This result was stored before markdown results existed; submit the document again",
+    "pdf": "No searchable PDF was kept for this job (it would have been over its size cap, took too long, "
+    "or searchable PDFs are switched off here); the text result is complete",
+}
 
 # Rounds of "read the job, move it conditionally" before DELETE gives up (503): each lost
 # round means a worker moved the job in between, which happens once or twice at most.
@@ -108,12 +130,14 @@ class ResultService:
             raise NotFinished(retry_after=1)
         if job.result_expires_at is not None and job.result_expires_at <= self.clock.now():
             raise Gone()
-        head = await self.results.read(job.tenant_id, job.id, 0, HEADER_SIZE)
+        head = await self.results.read(job.tenant_id, job.id, 0, MAX_HEADER_SIZE)
         if head is None:
             raise Gone()
         if is_legacy(head):
             return await self._legacy(principal, job, part)
         header = ResultHeader.parse(head)
+        if not header.has(part):
+            raise FormatUnavailable(_UNAVAILABLE[part])
         offset, _ = header.span(part)
         stream_head = await self.results.read(job.tenant_id, job.id, offset, STREAM_HEADER_SIZE)
         if stream_head is None:
@@ -165,6 +189,8 @@ class ResultService:
 
     async def _legacy(self, principal: Principal, job: Job, part: Part) -> ResultBody:
         """A result stored in one piece before results were streamed (still within its TTL)."""
+        if part not in ("json", "text"):
+            raise FormatUnavailable(_UNAVAILABLE[part])
         sealed = await self.results.get(job.tenant_id, job.id)
         if sealed is None:
             raise Gone()

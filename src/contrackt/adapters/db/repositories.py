@@ -181,7 +181,7 @@ _JOB_FIELDS = (
     "id tenant_id api_key_id fingerprint document_digest key_version blob_key size_bytes engine mode "
     "pages_total pages_done attempts error_code error_message created_at started_at "
     "completed_at lease_until result_expires_at result_purged_at purged_at delete_on_read "
-    "document_hold_until attempt_limit"
+    "document_hold_until attempt_limit media_type pages"
 ).split()
 
 TERMINAL = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)

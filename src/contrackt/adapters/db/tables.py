@@ -94,6 +94,9 @@ jobs = sa.Table(
     sa.Column("engine", sa.String(32), nullable=True),
     sa.Column("mode", sa.String(8), nullable=False, server_default="auto"),
     sa.Column("delete_on_read", sa.Boolean, nullable=False, server_default=sa.false()),
+    # what the document is (sniffed from its first bytes) and the pages asked for (canonical, or NULL: all)
+    sa.Column("media_type", sa.String(32), nullable=False, server_default="application/pdf"),
+    sa.Column("pages", sa.String(1000), nullable=True),
     sa.Column("pages_total", sa.Integer, nullable=True),
     sa.Column("pages_done", sa.Integer, nullable=False, server_default="0"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),

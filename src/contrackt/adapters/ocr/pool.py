@@ -58,17 +58,22 @@ from contrackt.adapters.ocr.protocol import (
     check_error,
     check_opened,
     check_page,
+    check_searchable,
     encode,
+    searchable_cap,
     write_all,
 )
 from contrackt.adapters.ocr.worker_child import FAULT_ENGINES, FAULT_ENV, ChildConfig
 from contrackt.domain.errors import (
     ContracktError,
+    CorruptImage,
     CorruptPdf,
     EncryptedPdf,
     ExtractionTimeout,
+    ImageTooLarge,
     InvalidRequest,
     OutputLimit,
+    PagesOutOfRange,
     ResourceLimit,
     SandboxViolation,
     TooManyPages,
@@ -304,14 +309,18 @@ def _fail(fut: asyncio.Future[None]) -> None:
 @dataclass(eq=False)
 class _Job:
     key: str
-    pdf: bytes
+    pdf: bytes  # the document (a PDF or an image)
     mode: str
     engine: str
     deadline: float
     progress: ProgressCallback | None
     caps: OutputCaps
-    total: int = 0
+    media_type: str = "application/pdf"
+    selection: tuple[int, ...] | None = None  # 1-based page numbers asked for (None: all)
+    pages: int = 0  # the document's page count
+    total: int = 0  # pages to read
     pending: deque[int] = field(default_factory=deque)
+    slots: dict[int, int] = field(default_factory=dict)  # page index -> position in results
     results: list[dict[str, Any] | None] = field(default_factory=list)
     done: int = 0
     chars: int = 0
@@ -319,9 +328,18 @@ class _Job:
     error: BaseException | None = None
 
     def begin(self, pages: int) -> None:
-        self.total = pages
-        self.pending = deque(range(pages))
-        self.results = [None] * pages
+        """Plan the pages to read once the document's page count is known."""
+        indices = list(range(pages)) if self.selection is None else sorted({n - 1 for n in self.selection})
+        beyond = [i + 1 for i in indices if not 0 <= i < pages]
+        if beyond:
+            raise PagesOutOfRange(
+                f"The document has {pages} page{'s' if pages != 1 else ''}; the selection asks for page {beyond[0]}"
+            )
+        self.pages = pages
+        self.total = len(indices)
+        self.pending = deque(indices)
+        self.slots = {index: position for position, index in enumerate(indices)}
+        self.results = [None] * len(indices)
 
     def record(self, index: int, page: dict[str, Any]) -> None:
         self.chars += len(page["text"])
@@ -330,7 +348,7 @@ class _Job:
             raise OutputLimit(f"The document's text is over {self.caps.max_text_chars} characters")
         if self.lines > self.caps.max_lines:
             raise OutputLimit(f"The document has more than {self.caps.max_lines} lines")
-        self.results[index] = page
+        self.results[self.slots[index]] = page
         self.done += 1
 
     def fail(self, exc: BaseException) -> None:
@@ -371,7 +389,7 @@ class _Lane:
         try:
             self.child = await pool._spawn(job.spawn_engine)
             timeout = max(0.1, min(pool.inspect_timeout_s, job.deadline - time.monotonic()))
-            return await pool._open(self.child, job.pdf, timeout)
+            return await pool._open(self.child, job.pdf, timeout, job.media_type)
         except BaseException:
             self.end()
             raise
@@ -392,7 +410,7 @@ class _Lane:
                     info = await self.begin()
                     if info is None:
                         break
-                    if info.pages != job.total:
+                    if info.pages != job.pages:
                         pool._count_violation()
                         raise SandboxViolation("A child saw another page count")
                     continue
@@ -432,6 +450,7 @@ class ProcessPoolExtractor:
         engines: Sequence[str] | None = None,
         zoom: float | None = None,
         max_pixels: int = 40_000_000,
+        max_image_pixels: int = 50_000_000,
         orientation: bool = True,
         fault_engines: bool | None = None,
         model_dirs: dict[str, str] | None = None,
@@ -496,6 +515,8 @@ class ProcessPoolExtractor:
             latin=latin,
             max_page_chars=self.caps.max_page_chars,
             max_lines_per_page=self.caps.max_lines_per_page,
+            max_image_pixels=max_image_pixels,
+            max_frames=max_pages,
         )
         self._confinement = sandbox.Confinement(
             memory_limit_mb=memory_limit_mb, uid_base=self.uid_base, seccomp=seccomp
@@ -765,19 +786,28 @@ class ProcessPoolExtractor:
 
     async def _call(self, child: _Child, header: dict[str, Any], timeout: float, blob: bytes = b"") -> dict[str, Any]:
         """Send one request and return its (framed, id-checked) reply; kill the child on failure."""
+        reply, _ = await self._exchange(child, header, timeout, blob)
+        return reply
+
+    async def _exchange(
+        self, child: _Child, header: dict[str, Any], timeout: float, blob: bytes = b"", *, reply_blob: int = 0
+    ) -> tuple[dict[str, Any], bytes]:
+        """``_call`` whose reply may carry a blob of up to ``reply_blob`` bytes (refused unread
+        beyond); only the searchable-PDF request allows one."""
         loop = asyncio.get_running_loop()
         req_id = next(child.ids)
         header = {**header, "id": req_id}
+        child.reader.max_blob = reply_blob
 
-        async def exchange() -> dict[str, Any]:
+        async def exchange() -> tuple[dict[str, Any], bytes]:
             try:
                 await loop.run_in_executor(self._io, _send_frame, child.to_fd, header, blob)
             except OSError:
                 raise _ChildDied() from None
             reply, extra = await self._recv(loop, child, timeout)
-            if extra or reply.get("id") != req_id or child.frames:
+            if (extra and not reply_blob) or reply.get("id") != req_id or child.frames:
                 raise ProtocolViolation("unexpected reply")
-            return reply
+            return reply, extra
 
         try:
             return await asyncio.wait_for(exchange(), timeout)
@@ -794,6 +824,8 @@ class ProcessPoolExtractor:
             # Cancelled: the child is still busy with a request nobody waits for.
             self._kill(child)
             raise
+        finally:
+            child.reader.max_blob = 0
 
     def _error(self, child: _Child, reply: dict[str, Any]) -> ContracktError:
         try:
@@ -804,6 +836,12 @@ class ProcessPoolExtractor:
             return EncryptedPdf()
         if code == "corrupt_pdf":
             return CorruptPdf()
+        if code == "corrupt_image":
+            return CorruptImage()
+        if code == "image_too_large":
+            return ImageTooLarge(f"An image frame has more than {self._config.max_image_pixels} pixels")
+        if code == "too_many_pages":
+            return TooManyPages(f"The document has more than {self.max_pages} pages")
         if code == "unknown_engine":
             return UnknownEngine()
         if code == "output_limit":
@@ -814,8 +852,10 @@ class ProcessPoolExtractor:
         log.warning("ocr child reported %s: %s", code, message)
         return ContracktError("The document could not be processed")
 
-    async def _open(self, child: _Child, pdf: bytes, timeout: float) -> DocumentInfo:
-        reply = await self._call(child, {"op": "open"}, timeout, pdf)
+    async def _open(
+        self, child: _Child, pdf: bytes, timeout: float, media_type: str = "application/pdf"
+    ) -> DocumentInfo:
+        reply = await self._call(child, {"op": "open", "media_type": media_type}, timeout, pdf)
         if reply.get("op") == "error":
             raise self._error(child, reply)
         if reply.get("op") != "opened":
@@ -869,6 +909,8 @@ class ProcessPoolExtractor:
             deadline=time.monotonic() + self.job_timeout_s,
             progress=progress,
             caps=self.caps,
+            media_type=options.media_type,
+            selection=options.pages,
         )
 
     async def extract(
@@ -894,11 +936,15 @@ class ProcessPoolExtractor:
         if info.pages > self.max_pages:
             first.end()
             raise TooManyPages(f"The document has {info.pages} pages; the limit is {self.max_pages}")
-        if info.pages == 0:
+        try:
+            job.begin(info.pages)
+        except ContracktError:
+            first.end()
+            raise
+        if job.total == 0:
             first.end()
             return ExtractionResult(pages=[], engine=engine, active_content=list(info.active_content))
-        job.begin(info.pages)
-        lanes = [first, *(_Lane(self, job) for _ in range(min(self.workers, info.pages) - 1))]
+        lanes = [first, *(_Lane(self, job) for _ in range(min(self.workers, job.total) - 1))]
         tasks = {asyncio.create_task(lane.run()) for lane in lanes}
         try:
             while tasks:
@@ -914,10 +960,60 @@ class ProcessPoolExtractor:
                 lane.end()
         if job.error is not None:
             raise job.error
-        pages = [Page.from_dict(d) for d in job.results if d is not None]
-        if len(pages) != info.pages:  # pragma: no cover - defensive
+        done = [d for d in job.results if d is not None]
+        if len(done) != job.total:  # pragma: no cover - defensive
             raise ContracktError("Some pages were not processed")
-        return ExtractionResult(pages=pages, engine=engine, active_content=list(info.active_content))
+        searchable = await self._searchable(job, done) if options.searchable_pdf else None
+        pages = [Page.from_dict(d) for d in done]
+        return ExtractionResult(
+            pages=pages, engine=engine, active_content=list(info.active_content), searchable_pdf=searchable
+        )
+
+    async def _searchable(self, job: _Job, pages: list[dict[str, Any]]) -> bytes | None:
+        """The searchable PDF, built by a fresh child that opens the document once more and gets
+        the validated pages; None when it could not be built (too large, too slow, a child
+        error): the text result stands without it. A reply outside the protocol still fails
+        the job (``sandbox_violation``)."""
+        untouched = job.media_type == "application/pdf" and job.selection is None
+        if untouched and all(p["source"] == "text_layer" for p in pages):
+            return job.pdf  # nothing to add: the document is its own searchable PDF
+        payload = [
+            {"number": p["number"], "source": p["source"], "rotation": p["rotation"], "lines": p["lines"]}
+            for p in pages
+        ]
+        cap = searchable_cap(len(job.pdf), pages)
+        remaining = job.deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            await asyncio.wait_for(self._sched.acquire(job.key), remaining)
+        except TimeoutError:
+            return None
+        child: _Child | None = None
+        try:
+            child = await self._spawn(None)
+            timeout = max(0.1, min(self.page_timeout_s, job.deadline - time.monotonic()))
+            await self._open(child, job.pdf, timeout, job.media_type)
+            request = {"op": "searchable", "pages": payload, "cap": cap}
+            reply, blob = await self._exchange(child, request, timeout, reply_blob=cap)
+            if reply.get("op") == "error":
+                code, message = check_error(reply)
+                log.warning("ocr.searchable.failed: %s %s", code, message[:100])
+                return None
+            if reply.get("op") != "searchable":
+                raise ProtocolViolation("unexpected reply")
+            return check_searchable(reply, blob)
+        except ProtocolViolation:
+            raise SandboxViolation() from None
+        except SandboxViolation:
+            raise
+        except ContracktError as exc:  # too slow, a limit, the child or the zygote failed
+            log.warning("ocr.searchable.failed: %s", exc.code)
+            return None
+        finally:
+            if child is not None:
+                self._kill(child)
+            self._sched.release(job.key)
 
 
 def _send_frame(fd: int, header: dict[str, Any], blob: bytes) -> None:

@@ -36,6 +36,9 @@ ROTATIONS = (0, 90, 180, 270)
 ERROR_CODES = (
     "encrypted_pdf",
     "corrupt_pdf",
+    "corrupt_image",
+    "image_too_large",
+    "too_many_pages",
     "resource_limit",
     "output_limit",
     "unknown_engine",
@@ -274,3 +277,39 @@ def check_error(reply: dict[str, Any]) -> tuple[str, str]:
     if code not in ERROR_CODES:
         raise ProtocolViolation("unknown error code")
     return code, _str(reply["message"], "error message")[:200]
+
+
+# The searchable PDF (the only reply that carries a blob): the document's own bytes (a saved copy
+# may grow: object streams written out, images re-encoded), its text layer (each character
+# written as four hex digits plus per-word operators, then compressed) and per-page structure.
+SEARCHABLE_INPUT_FACTOR = 3
+SEARCHABLE_BASE = 2 * 1024 * 1024
+SEARCHABLE_PER_PAGE = 8 * 1024
+SEARCHABLE_PER_CHAR = 16
+SEARCHABLE_PER_WORD = 96
+
+
+def searchable_cap(document_bytes: int, pages: list[dict[str, Any]]) -> int:
+    """The most bytes a child may send for the searchable PDF of these (validated) pages."""
+    chars = words = 0
+    for page in pages:
+        for line in page["lines"]:
+            chars += len(line["text"])
+            words += len(line.get("words") or ()) + 1
+    return (
+        SEARCHABLE_BASE
+        + SEARCHABLE_INPUT_FACTOR * document_bytes
+        + SEARCHABLE_PER_PAGE * len(pages)
+        + SEARCHABLE_PER_CHAR * chars
+        + SEARCHABLE_PER_WORD * words
+    )
+
+
+def check_searchable(reply: dict[str, Any], blob: bytes) -> bytes:
+    """The PDF of a ``searchable`` reply: exact keys, a non-empty blob that starts like a PDF.
+    The length was capped by the reader before the blob was read; the bytes are otherwise
+    opaque tenant data (never parsed here)."""
+    _keys(reply, "searchable reply", frozenset({"op", "id"}))
+    if not blob.startswith(b"%PDF-"):
+        raise ProtocolViolation("the searchable PDF does not start like a PDF")
+    return blob

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pypdfium2 as pdfium
@@ -32,6 +32,8 @@ class TextLimitExceeded(Exception):
 class TextLine:
     text: str
     bbox: BBox
+    # each word (a run of non-space characters) and its box; empty when a word has no box
+    words: list[tuple[str, BBox]] = field(default_factory=list)
 
 
 @dataclass
@@ -124,21 +126,40 @@ def extract_text_layer(page: Any, max_chars: int | None = None, max_lines: int |
                 continue
             start = match.start() + (len(segment) - len(segment.lstrip()))
             stop = start + len(text)
-            box: list[float] | None = None
-            for k in range(max(0, int(count_rects(tp, start, stop - start)))):
-                if not get_rect(tp, k, *refs):
-                    continue
-                lo, bo, ri, to = left.value, bottom.value, right.value, top.value
-                if ri <= lo or to <= bo:
-                    continue
-                if box is None:
-                    box = [lo, bo, ri, to]
-                else:
-                    box = [min(box[0], lo), min(box[1], bo), max(box[2], ri), max(box[3], to)]
+
+            def union(first: int, end: int) -> list[float] | None:
+                box: list[float] | None = None
+                for k in range(max(0, int(count_rects(tp, first, end - first)))):
+                    if not get_rect(tp, k, *refs):
+                        continue
+                    lo, bo, ri, to = left.value, bottom.value, right.value, top.value
+                    if ri <= lo or to <= bo:
+                        continue
+                    if box is None:
+                        box = [lo, bo, ri, to]
+                    else:
+                        box = [min(box[0], lo), min(box[1], bo), max(box[2], ri), max(box[3], to)]
+                return box
+
+            box = union(start, stop)
             if box is None:  # degenerate rectangles (broken fonts): ask char by char
                 box = _char_union(textpage, start, stop)
             bbox = transform.rect(*box) if box is not None else (0.0, 0.0, 0.0, 0.0)
-            lines.append(TextLine(text, bbox))
+            words: list[tuple[str, BBox]] = []
+            for word in _WORD.finditer(text):
+                first, end = start + word.start(), start + word.end()
+                # most words are one rectangle: two calls instead of a loop
+                word_box: list[float] | None
+                if count_rects(tp, first, end - first) == 1 and get_rect(tp, 0, *refs):
+                    lo, bo, ri, to = left.value, bottom.value, right.value, top.value
+                    word_box = [lo, bo, ri, to] if ri > lo and to > bo else None
+                else:
+                    word_box = union(first, end)
+                if word_box is None:
+                    words = []  # no box rather than a wrong one
+                    break
+                words.append((word.group(), transform.rect(*word_box)))
+            lines.append(TextLine(text, bbox, words))
             if max_lines is not None and len(lines) > max_lines:
                 raise TextLimitExceeded(f"the page has more than {max_lines} lines")
         return TextLayer(lines, visible, good)
@@ -147,6 +168,7 @@ def extract_text_layer(page: Any, max_chars: int | None = None, max_lines: int |
 
 
 _LINE = re.compile(r"[^\r\n]+")
+_WORD = re.compile(r"\S+")
 
 
 def _char_stats(raw: str) -> tuple[int, int]:

@@ -9,15 +9,21 @@ tenant's file can reach another tenant's job through it.
 Protocol (frames of ``protocol.py``; the parent checks every reply):
 
 parent -> child
-    {"op": "open", "id"} + blob: the PDF bytes (once)
+    {"op": "open", "id", "media_type"} + blob: the document's bytes (once)
     {"op": "page", "id", "index", "mode", "engine"}
+    {"op": "searchable", "id", "pages": [validated pages], "cap"}   the searchable PDF
     {"op": "stop"}
 child -> parent
     {"op": "ready", "uid", "seccomp"}                     once, after confinement
     {"op": "opened", "id", "pages", "encrypted", "active_content"}
     {"op": "page", "id", "page": {number, source, zoom, rotation, confidence, text, lines}}
+    {"op": "searchable", "id"} + blob: the PDF (at most ``cap`` bytes; the only reply with a blob)
     {"op": "error", "id", "code", "message"}   code: encrypted_pdf | corrupt_pdf |
-        resource_limit | output_limit | unknown_engine | internal_error
+        corrupt_image | image_too_large | too_many_pages | resource_limit | output_limit |
+        unknown_engine | internal_error
+
+An image (JPEG, PNG, TIFF) is a document whose pages are its frames
+(``images.py``): decoded here only, after its declared sizes passed the pixel cap.
 
 Only the standard library is imported at module level (the zygote pins its
 thread variables before numpy, ONNX Runtime or PDFium load).
@@ -30,13 +36,19 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrackt.adapters.ocr.protocol import encode, read_frame, write_all
 
+if TYPE_CHECKING:
+    from contrackt.adapters.ocr.images import Frame, ImageDocument
+
 # Test engines (enabled only by configuration): misbehave on purpose.
 FAULT_ENGINES = ("crash", "hang", "oom", "forge", "oversize", "probe")
+# With fault engines on, a ``%SEARCHABLE:oversize|garbage|fail`` line in a PDF makes the child
+# misbehave when asked for the searchable PDF (tests of the one reply that carries a blob).
 FAULT_ENV = "CONTRACKT_OCR_FAULT_ENGINES"
 
 
@@ -58,6 +70,8 @@ class ChildConfig:
     latin: bool = True  # Latin-restricted PP-OCR recognisers (measured: bench --latin-ablation)
     max_page_chars: int = 100_000
     max_lines_per_page: int = 2_000
+    max_image_pixels: int = 50_000_000  # declared pixels of one image frame (checked before decoding)
+    max_frames: int = 500  # an image's frames are counted up to one past this
 
 
 class ChildError(Exception):
@@ -168,6 +182,8 @@ class PageWorker:
         self.orienter: Any = None
         self.doc: Any = None
         self.pdf: bytes | None = None
+        self.image: ImageDocument | None = None
+        self.request_id: Any = None  # the request being answered (test faults write raw replies)
 
     @property
     def engine(self) -> Any:
@@ -186,8 +202,9 @@ class PageWorker:
         import numpy  # noqa: F401
         import pypdfium2  # noqa: F401
 
-        from contrackt.adapters.ocr import rapidocr_engine, textlayer  # noqa: F401
+        from contrackt.adapters.ocr import images, rapidocr_engine, searchable, textlayer  # noqa: F401
 
+        images.configure(self.config.max_image_pixels)
         for codec in ("utf-16-le", "utf-16", "utf-32-le", "latin-1", "cp1252"):
             "x".encode(codec).decode(codec)
         if self.config.kind == "worker":
@@ -208,14 +225,27 @@ class PageWorker:
             self.warm_up(name)
 
     def warm_up(self, engine: str | None) -> None:
+        from contrackt.adapters.ocr.warmup import warm_up_images
+
         doc = open_pdf(WARM_UP_PDF)
         try:
             describe(doc, WARM_UP_PDF)
-            self._page(doc, 0, "text", self.config.engine)
+            pages = [self._page(doc, 0, "text", self.config.engine)]
             if engine is not None:
-                self._page(doc, 0, "ocr", engine)
+                pages.append(self._page(doc, 0, "ocr", engine))
+            import pypdfium2 as pdfium
+
+            two = pdfium.PdfDocument.new()
+            try:  # a page selection: the selected pages copied into a new file
+                two.import_pages(doc, [0, 0])
+                self._searchable_pdf(two, [{**pages[-1], "number": 2}], 1 << 26)
+            finally:
+                two.close()
+            for page in pages:  # the whole document: text layers added in place
+                self._searchable_pdf(doc, [page], 1 << 26)
         finally:
             doc.close()
+        warm_up_images(self, engine)
 
     def get_engine(self, name: str) -> Any:
         """The engine ``name``, loaded (and self-tested) on first use."""
@@ -235,19 +265,85 @@ class PageWorker:
 
     # -- the document ------------------------------------------------------------
 
-    def open(self, pdf: bytes) -> dict[str, Any]:
-        if self.doc is not None:
+    def open(self, data: bytes, media_type: str = "application/pdf") -> dict[str, Any]:
+        if self.doc is not None or self.image is not None:
             raise ChildError("internal_error", "a child reads one document only")
-        doc = open_pdf(pdf)
-        self.doc, self.pdf = doc, pdf
-        return describe(doc, pdf)
+        self.pdf = data
+        if media_type != "application/pdf":
+            self.image = open_image(data, media_type, self.config.max_image_pixels, self.config.max_frames)
+            return {"pages": self.image.count, "encrypted": False, "active_content": []}
+        doc = open_pdf(data)
+        self.doc = doc
+        return describe(doc, data)
 
     def page(self, index: int, mode: str, engine: str) -> dict[str, Any]:
-        if self.doc is None or self.pdf is None:
+        if self.pdf is None:
             raise ChildError("internal_error", "no document is open")
         if engine in FAULT_ENGINES and self.config.fault_engines:
             return _fault(engine, self.pdf, index)
+        if self.image is not None:
+            return self.image_page(self.image, index, mode, engine)
         return self._page(self.doc, index, mode, engine)
+
+    def searchable(self, pages: list[dict[str, Any]], cap: int) -> bytes:
+        """The searchable PDF of the open document, from the parent's validated ``pages``."""
+        if self.pdf is None:
+            raise ChildError("internal_error", "no document is open")
+        fault = _marker(self.pdf, b"SEARCHABLE").decode() if self.config.fault_engines else ""
+        if fault == "oversize":  # claims one byte more than the parent allows
+            raise _RawReply(encode({"op": "searchable", "id": self.request_id})[:-4] + (cap + 1).to_bytes(4, "big"))
+        if fault == "garbage":
+            return b"GIF89a" + b"\0" * 64
+        if fault == "fail":
+            raise ChildError("output_limit", "test fault")
+        if self.image is not None:
+            return self._searchable_image(self.image, pages, cap)
+        return self._searchable_pdf(self.doc, pages, cap)
+
+    def _searchable_pdf(self, doc: Any, pages: list[dict[str, Any]], cap: int) -> bytes:
+        from contrackt.adapters.ocr.searchable import TooLarge, pdf_with_text
+
+        try:
+            return pdf_with_text(doc, pages, cap)
+        except TooLarge as exc:
+            raise ChildError("output_limit", str(exc)) from None
+
+    def _searchable_image(self, image: ImageDocument, pages: list[dict[str, Any]], cap: int) -> bytes:
+        from contrackt.adapters.ocr.images import ImageRefused
+        from contrackt.adapters.ocr.searchable import TooLarge, image_pdf
+
+        try:
+            return image_pdf(image, pages, cap)
+        except TooLarge as exc:
+            raise ChildError("output_limit", str(exc)) from None
+        except ImageRefused as exc:
+            raise ChildError(exc.code, exc.message) from None
+
+    def image_page(self, image: ImageDocument, index: int, mode: str, engine: str) -> dict[str, Any]:
+        """One frame of an image: OCR'd as a scanned page would be (``mode=text``: no text)."""
+        from contrackt.adapters.ocr.images import ImageRefused
+
+        if not 0 <= index < image.count:
+            raise ChildError("corrupt_image", "no such frame")
+        if mode == "text":
+            return {
+                "number": index + 1,
+                "source": "text_layer",
+                "zoom": None,
+                "rotation": 0,
+                "confidence": 0.0,
+                "text": "",
+                "lines": [],
+            }
+        try:
+            frame = image.frame(index)
+        except ImageRefused as exc:
+            raise ChildError(exc.code, exc.message) from None
+        width, height = frame.size_pt
+        out = self._ocr_policy(index, engine, width, height, lambda zoom: _frame_pixels(frame, zoom))
+        if len(out["lines"]) > self.config.max_lines_per_page or len(out["text"]) > self.config.max_page_chars:
+            raise ChildError("output_limit", "the page's text is over the output caps")
+        return out
 
     def _page(self, doc: Any, index: int, mode: str, engine: str) -> dict[str, Any]:
         import pypdfium2 as pdfium
@@ -267,9 +363,7 @@ class PageWorker:
                 except TextLimitExceeded as exc:
                     raise ChildError("output_limit", str(exc)) from None
                 if layer.meaningful or mode == "text":
-                    lines = [
-                        {"text": ln.text, "confidence": 1.0, "bbox": [_num(v) for v in ln.bbox]} for ln in layer.lines
-                    ]
+                    lines = [_text_line(ln) for ln in layer.lines]
                     return {
                         "number": index + 1,
                         "source": "text_layer",
@@ -288,13 +382,19 @@ class PageWorker:
 
     def ocr_page(self, page: Any, index: int, engine_name: str) -> dict[str, Any]:
         """OCR one page with ``engine_name``'s render policy (zoom, low-confidence retry)."""
+        width, height = (float(v) for v in page.get_size())
+        return self._ocr_policy(index, engine_name, width, height, lambda zoom: _page_pixels(page, zoom))
+
+    def _ocr_policy(
+        self, index: int, engine_name: str, width: float, height: float, render: Callable[[float], Any]
+    ) -> dict[str, Any]:
+        """OCR a page ``width`` x ``height`` points that ``render(zoom)`` draws (BGR pixels)."""
         from contrackt.adapters.ocr.engines import ENGINES
 
         engine = self.get_engine(engine_name)
         spec = ENGINES[engine_name]
-        width, height = (float(v) for v in page.get_size())
         first = self.config.zoom or spec.zoom
-        out, rotation = self._ocr_at(page, index, engine, width, height, first, None)
+        out, rotation = self._ocr_at(render, index, engine, width, height, first, None)
         retry = spec.retry_zoom
         if (
             self.config.zoom is None
@@ -303,14 +403,14 @@ class PageWorker:
             and out["lines"]
             and out["confidence"] < spec.retry_below
         ):
-            again, _ = self._ocr_at(page, index, engine, width, height, retry, rotation)
+            again, _ = self._ocr_at(render, index, engine, width, height, retry, rotation)
             if again["confidence"] > out["confidence"]:
                 out = again
         return out
 
     def _ocr_at(
         self,
-        page: Any,
+        render: Callable[[float], Any],
         index: int,
         engine: Any,
         width: float,
@@ -332,18 +432,12 @@ class PageWorker:
         }
         if zoom <= 0:
             return out, 0
-        bitmap = page.render(scale=zoom, may_draw_forms=False)
-        try:
-            image = bitmap.to_numpy()
-            if image.ndim == 3 and image.shape[2] == 4:
-                image = image[:, :, :3]
-            if rotation is None:
-                rotation = self.orienter.detect(image) if self.orienter is not None else 0
-            if rotation:
-                image = _rotate(image, rotation)
-            boxes = engine.recognize(image)
-        finally:
-            bitmap.close()
+        image = render(zoom)
+        if rotation is None:
+            rotation = self.orienter.detect(image) if self.orienter is not None else 0
+        if rotation:
+            image = _rotate(image, rotation)
+        boxes = engine.recognize(image)
         lines = group_rows(boxes, correct=self.config.postcorrect)
         h_px, w_px = image.shape[:2]
         out_lines = []
@@ -367,6 +461,46 @@ class PageWorker:
             lines=out_lines,
         )
         return out, int(rotation)
+
+
+def _text_line(line: Any) -> dict[str, Any]:
+    """A text-layer line as the wire carries it (words with their boxes when every word has one)."""
+    out: dict[str, Any] = {"text": line.text, "confidence": 1.0, "bbox": [_num(v) for v in line.bbox]}
+    if line.words:
+        out["words"] = [{"text": t, "confidence": 1.0, "bbox": [_num(v) for v in box]} for t, box in line.words]
+    return out
+
+
+def _page_pixels(page: Any, zoom: float) -> Any:
+    """A PDF page rendered at ``zoom`` pixels per point: BGR, as PDFium draws it."""
+    import numpy as np
+
+    bitmap = page.render(scale=zoom, may_draw_forms=False)
+    try:
+        image = bitmap.to_numpy()
+        return np.array(image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image)
+    finally:
+        bitmap.close()
+
+
+def _frame_pixels(frame: Frame, zoom: float) -> Any:
+    """An image frame resampled to ``zoom`` pixels per point, BGR like a rendered PDF page."""
+    import numpy as np
+
+    from contrackt.adapters.ocr.images import scaled
+
+    width, height = frame.size_pt
+    pixels = scaled(frame.image, round(width * zoom), round(height * zoom))
+    return np.ascontiguousarray(np.asarray(pixels)[:, :, ::-1])
+
+
+def open_image(data: bytes, media_type: str, max_pixels: int, max_frames: int) -> ImageDocument:
+    from contrackt.adapters.ocr.images import ImageDocument, ImageRefused
+
+    try:
+        return ImageDocument(data, media_type, max_pixels, max_frames)
+    except ImageRefused as exc:
+        raise ChildError(exc.code, exc.message) from None
 
 
 def _rotate(image: Any, rotation: int) -> Any:
@@ -494,10 +628,16 @@ def serve(fd_in: int, fd_out: int, worker: PageWorker, status: dict[str, str]) -
         op, req_id = header.get("op"), header.get("id")
         if op == "stop":
             return
+        worker.request_id = req_id
         fatal = False
+        out_blob = b""
         try:
             if op == "open":
-                reply: dict[str, Any] = {"op": "opened", "id": req_id, **worker.open(blob)}
+                media_type = str(header.get("media_type") or "application/pdf")
+                reply: dict[str, Any] = {"op": "opened", "id": req_id, **worker.open(blob, media_type)}
+            elif op == "searchable":
+                out_blob = worker.searchable(list(header["pages"]), int(header["cap"]))
+                reply = {"op": "searchable", "id": req_id}
             elif op == "page":
                 page = worker.page(int(header["index"]), str(header["mode"]), str(header["engine"]))
                 reply = {"op": "page", "id": req_id, "page": page}
@@ -514,7 +654,7 @@ def serve(fd_in: int, fd_out: int, worker: PageWorker, status: dict[str, str]) -
         except Exception as exc:
             reply = {"op": "error", "id": req_id, "code": "internal_error", "message": type(exc).__name__}
         try:
-            out = encode(reply)
+            out = encode(reply, out_blob if reply["op"] == "searchable" else b"")
         except (TypeError, ValueError):
             out = encode({"op": "error", "id": req_id, "code": "internal_error", "message": "unencodable reply"})
         write_all(fd_out, out)

@@ -1,4 +1,4 @@
-"""POST /v1/extract: accept a PDF (multipart field ``file`` or a raw application/pdf body),
+"""POST /v1/extract: accept a PDF or an image (multipart field ``file``, or the raw body),
 optionally waiting up to ``wait`` seconds to answer with the result itself."""
 
 from __future__ import annotations
@@ -52,8 +52,12 @@ _WAIT_HEADER = {
 @router.post(
     "/v1/extract",
     status_code=202,
-    summary="Submit a PDF for extraction (and, with ?wait=N, get its result in the same answer)",
+    summary="Submit a PDF or an image for extraction (and, with ?wait=N, get its result in the same answer)",
     description=(
+        "The document's type is told by its first bytes (`%PDF-`, JPEG, PNG or TIFF signatures); anything "
+        "else is refused with 415 `not_a_pdf`. Images are decoded only inside the extraction sandbox, each "
+        "frame one page (at most `CONTRACKT_MAX_PAGES` frames, `CONTRACKT_MAX_IMAGE_PIXELS` pixels a frame). "
+        "`pages=1-3,7` reads only those pages of a PDF or TIFF and returns them with their own numbers. "
         "Answers `202` with the job as soon as the document is stored. With `wait=N` (1–60 s) the answer "
         "waits up to N seconds for the job: if it completes in time the answer is `200` with the result body, "
         "exactly as `GET /v1/jobs/{id}/result?format=…` would give it (and with the same `delete_on_read` "
@@ -92,6 +96,9 @@ _WAIT_HEADER = {
                     }
                 },
                 "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/tiff": {"schema": {"type": "string", "format": "binary"}},
             },
             "required": True,
         }
@@ -117,6 +124,15 @@ async def extract(
         ),
     ] = 0,
     format: ResultFormat = "json",
+    pages: Annotated[
+        str | None,
+        Query(
+            max_length=1000,
+            description="Pages to read, counted from 1: numbers and inclusive ranges, e.g. `1-3,7` "
+            "(422 when malformed or empty; the job fails `pages_out_of_range` when the document is shorter)",
+            examples=["1-3,7"],
+        ),
+    ] = None,
 ) -> Response:
     # The upload slot is held while the body is read and sealed: the bytes of at most
     # CONTRACKT_MAX_CONCURRENT_UPLOADS documents are in this process's memory at once.
@@ -126,7 +142,13 @@ async def extract(
         await c.intake.check_capacity(caller)
         data = await read_body(request.stream(), request.headers.get("content-type", ""), e.body)
         accepted = await c.intake.submit(
-            caller, data, idempotency_key=idempotency_key, engine=engine, mode=mode, delete_on_read=delete_on_read
+            caller,
+            data,
+            idempotency_key=idempotency_key,
+            engine=engine,
+            mode=mode,
+            delete_on_read=delete_on_read,
+            pages=pages,
         )
         del data  # sealed and stored: a waiting request must not keep the document in memory
     if not accepted.replayed:

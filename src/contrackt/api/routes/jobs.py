@@ -22,9 +22,19 @@ async def get_job(job_id: str, caller: StatusCaller, c: ContainerDep) -> dict[st
 
 @router.get(
     "/v1/jobs/{job_id}/result",
-    summary="Extraction result (JSON, or text with ?format=text)",
+    summary="Extraction result: JSON, text, markdown or a searchable PDF",
+    description=(
+        "`format=json` (default): pages, lines, boxes, words. `text`: the plain text, pages separated by a "
+        "form feed on its own line. `markdown`: paragraphs, headings and pipe tables read from the layout, "
+        "each page after a `<!-- page N -->` comment. `pdf`: the searchable PDF (the original pages with an "
+        "invisible text layer at the OCR word boxes; an image's frames as pages), as an attachment; 409 "
+        "`format_unavailable` when none was kept for the job. Every form lives and is destroyed with the result."
+    ),
     response_class=StreamingResponse,
-    responses={200: {"content": RESULT_CONTENT}, **problems(404, 409, 410)},
+    responses={
+        200: {"content": RESULT_CONTENT},
+        **problems(404, 409, 410, descriptions={409: "not_finished, job_failed, or format_unavailable"}),
+    },
 )
 async def get_result(
     job_id: str, caller: StatusCaller, c: ContainerDep, response: Response, format: ResultFormat = "json"
