@@ -32,9 +32,9 @@ FILE_NAME = f"contrato-{CANARY}-joao-da-silva.pdf"
 
 # The fields each action may carry (besides tenant, job, api key, fingerprint).
 EXPECTED_DETAILS = {
-    AuditAction.RECEIVED: {"size_bytes", "key_version"},
+    AuditAction.RECEIVED: {"size_bytes", "key_version", "media_type"},
     AuditAction.PROCESSING: {"attempt"},
-    AuditAction.COMPLETED: {"page_count", "duration_ms", "result_sha256", "outcome", "key_version", "engine"},
+    AuditAction.COMPLETED: {"page_count", "duration_ms", "result_sha256", "outcome", "key_version", "engine", "parts"},
     AuditAction.PURGED: {"what"},
     AuditAction.DELIVERED: {"result_sha256"},
 }
@@ -73,6 +73,8 @@ async def test_job_lifecycle_is_recorded_in_order_without_personal_data(
         # the keyed fingerprint, never the plain SHA-256 the client was given
         assert ev.fingerprint != accepted.json()["document_sha256"]
     assert rows[3].event.details["what"] == "document"
+    # the sniffed type, never the client's claim or the file name
+    assert rows[0].event.details["media_type"] == "application/pdf"
     assert rows[2].event.details["result_sha256"] == result.json()["result_sha256"]
     assert rows[4].event.details["result_sha256"] == result.json()["result_sha256"]
     assert rows[0].event.api_key_id == rows[4].event.api_key_id == t["key_id"]
