@@ -70,13 +70,10 @@ export async function followEvents(jobId, onEvent, signal) {
     headers: { Accept: "text/event-stream" },
     signal,
   });
-  const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
   let last = null;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
+  for await (const value of response.body) {
     buffer += decoder.decode(value, { stream: true });
     let cut;
     while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {

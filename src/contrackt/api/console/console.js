@@ -94,6 +94,7 @@ function openJob(jobId, withPreview) {
 
 async function follow(jobId) {
   let last = null;
+  $("status").dataset.via = "events";
   try {
     last = await api.followEvents(jobId, ({ event, data }) => {
       if (event === "queued") setStatus("Queued", "queued");
@@ -107,6 +108,7 @@ async function follow(jobId) {
   }
   // The stream ended without a verdict (a proxy cut it, the tab slept): poll the job instead.
   while (!last || !["completed", "failed", "error"].includes(last.event)) {
+    $("status").dataset.via = "polling";
     const view = await api.job(jobId);
     if (view.status === "completed" || view.status === "failed") {
       last = { event: view.status, data: view };
