@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import corpus_path
-from tests.documents import png_of
+from tests.documents import jpx_pdf_of, png_of
 from tests.e2e.test_serve import cli, free_port, serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -89,9 +89,21 @@ BOXES_INSIDE = """
 """
 
 
+# Share of dark pixels on a drawn page: a page whose image could not be decoded is blank.
+INK = """
+(n) => {
+  const c = document.querySelector(`figure.page[data-page="${n}"] canvas`);
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let dark = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] < 128) dark++;
+  return dark / (c.width * c.height);
+}
+"""
+
+
 def gt_words(number: int, count: int = 6) -> list[str]:
     text = corpus_path("synthetic", "gt", f"page_{number:02d}.txt").read_text()
-    return [w for w in re.findall(r"\w{6,}", text)][:count]
+    return re.findall(r"\w{6,}", text)[:count]
 
 
 def upload_and_finish(page: Any, path: Path, pages: int) -> str:
@@ -137,9 +149,15 @@ def test_console_upload_progress_overlay_views_downloads_and_jobs(tmp_path: Path
     pdf_path = corpus_path("synthetic", "born_digital.pdf")
     png_path = tmp_path / "scan-page-1.png"
     png_path.write_bytes(png_of(1))
+    jpx_path = tmp_path / "scan-page-2-jpx.pdf"
+    jpx_path.write_bytes(jpx_pdf_of(2))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with serve(home, port, tmp_path / "serve.log"), httpx.Client(base_url=base, timeout=30) as http:
+    # one worker: the console sends one document at a time, and one OCR child starts sooner
+    with (
+        serve(home, port, tmp_path / "serve.log", {"CONTRACKT_WORKERS": "1"}),
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
         context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
         context.add_init_script(WATCH)
         page = context.new_page()
@@ -206,13 +224,23 @@ def test_console_upload_progress_overlay_views_downloads_and_jobs(tmp_path: Path
         assert svg_box == pytest.approx(first[:2], abs=0.01)
         page.screenshot(path=str(out / "console-png.png"), full_page=True)
 
-        # 3. Recent jobs: both, newest first, completed.
+        # 3. A scan stored as JPEG 2000 (as many scanners write): pdf.js decodes it with its vendored
+        # WebAssembly decoder, which the policy's 'wasm-unsafe-eval' allows; without it the page is blank.
+        job_jpx = upload_and_finish(page, jpx_path, 1)
+        ink = page.evaluate(INK, 1)
+        assert ink > 0.005, f"the JPEG 2000 page drew blank ({ink:.4f} dark)"
+        jpx = http.get(f"/v1/jobs/{job_jpx}/result", headers={"X-API-Key": key}).json()
+        jpx_counts = check_overlay(page, jpx, 1)
+        assert sum(word in str(page.inner_text("#view")) for word in gt_words(2)) >= 5
+        page.screenshot(path=str(out / "console-jpx.png"), full_page=True)
+
+        # 4. Recent jobs: all three, newest first, completed.
         page.click("#jobs-refresh")
-        page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length >= 2")
+        page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length >= 3")
         rows = page.eval_on_selector_all(
             "#jobs tbody tr", "rows => rows.map(r => [r.dataset.jobId, r.children[1].textContent])"
         )
-        assert rows[:2] == [[job_png, "completed"], [job_pdf, "completed"]]
+        assert rows == [[job_jpx, "completed"], [job_png, "completed"], [job_pdf, "completed"]]
         page.locator("#jobs-section").screenshot(path=str(out / "console-jobs.png"))
 
         assert errors == [], errors
@@ -225,4 +253,4 @@ def test_console_upload_progress_overlay_views_downloads_and_jobs(tmp_path: Path
         page.wait_for_function("window.__csp.length > 0")
         assert ran is False
         context.close()
-    print(f"line boxes drawn per page: PDF {counts}, PNG {png_counts}")
+    print(f"line boxes drawn per page: PDF {counts}, PNG {png_counts}, JPEG 2000 PDF {jpx_counts}")

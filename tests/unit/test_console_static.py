@@ -55,9 +55,9 @@ async def test_console_pages_carry_a_strict_policy(tmp_path: Path) -> None:
         csp = directives(page.headers["content-security-policy"])
         assert csp["default-src"] == ["'self'"] and csp["frame-ancestors"] == ["'none'"]
         assert csp["object-src"] == ["'none'"] and csp["base-uri"] == ["'none'"]
-        # nothing beyond 'self' but WebAssembly compilation (pdf.js's image decoders) and blob: images
+        # nothing beyond 'self' but WebAssembly compilation (pdf.js's image decoders)
         sources = {s for values in csp.values() for s in values}
-        assert sources <= {"'self'", "'none'", "'wasm-unsafe-eval'", "blob:"}, sources
+        assert sources <= {"'self'", "'none'", "'wasm-unsafe-eval'"}, sources
         assert csp["script-src"] == ["'self'", "'wasm-unsafe-eval'"] and csp["style-src"] == ["'self'"]
         assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
         assert page.headers["referrer-policy"] == "no-referrer"

@@ -18,15 +18,15 @@ ROOT = Path(str(files("contrackt.api") / "console"))
 
 # 'self' only. worker-src: pdf.js parses the PDF in a module worker loaded from /console.
 # 'wasm-unsafe-eval' lets that worker compile the vendored WebAssembly image decoders
-# (JPEG 2000, JBIG2, ICC colour) -- it permits compiling WebAssembly, not eval() of JavaScript.
-# blob: in img-src only, for pdf.js's decoded images; data: nowhere.
+# (JPEG 2000, JBIG2, ICC colour) -- it permits compiling WebAssembly, not eval() of JavaScript;
+# without it a JPEG 2000 scan draws as a blank page. No data:, blob: or inline anything.
 CSP = "; ".join(
     (
         "default-src 'self'",
         "script-src 'self' 'wasm-unsafe-eval'",
         "worker-src 'self'",
         "style-src 'self'",
-        "img-src 'self' blob:",
+        "img-src 'self'",
         "font-src 'self'",
         "connect-src 'self'",
         "object-src 'none'",
