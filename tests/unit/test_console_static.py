@@ -85,6 +85,15 @@ async def test_console_pages_carry_a_strict_policy(tmp_path: Path) -> None:
             assert "def " not in r.text and "root:" not in r.text
 
 
+async def test_contrackt_api_serves_the_console_too(tmp_path: Path) -> None:
+    """`contrackt api` builds the app without a worker; the console needs neither it nor a key."""
+    app = create_app(embedded_settings(tmp_path / "home"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        page = await http.get("/console")
+        assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert '<script type="module" src="/console/console.js">' in page.text
+
+
 def test_console_files_hold_nothing_inline_and_no_key_outside_session_storage() -> None:
     html = (ROOT / "index.html").read_text()
     assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) == []  # every script is a file

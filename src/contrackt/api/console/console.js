@@ -59,13 +59,26 @@ async function showView(format) {
   view.dataset.format = format;
   if (!state.jobId) return;
   view.dataset.loaded = "false";
+  const cached = state.result && state.result.job_id === state.jobId ? state.result : null;
   try {
-    const response = await api.result(state.jobId, format);
-    const body = await response.text();
+    let body;
+    if (format === "json" && cached) {
+      body = JSON.stringify(cached, null, 2);  // already here: no second download
+    } else {
+      const text = await (await api.result(state.jobId, format)).text();
+      body = format === "json" ? JSON.stringify(JSON.parse(text), null, 2) : text;
+    }
     if (state.format !== format) return;  // another tab was chosen meanwhile
-    view.textContent = format === "json" ? JSON.stringify(JSON.parse(body), null, 2) : body;
+    view.textContent = body;
     view.dataset.loaded = "true";
   } catch (error) {
+    if (state.format !== format) return;
+    if (error.status === 410 && cached && format === "text") {
+      // destroyed on first read (delete_on_read): the JSON this page already holds has the text
+      view.textContent = cached.text;
+      view.dataset.loaded = "true";
+      return;
+    }
     view.textContent = "";
     showError(error);
   }
