@@ -101,10 +101,20 @@ def tiff_frames(sizes: list[tuple[int, int]]) -> bytes:
     return bytes(out)
 
 
-def jpx_pdf_of(number: int, dpi: int = 100) -> bytes:
-    """A one-page PDF whose page is scan page ``number`` as a JPEG 2000 image (/JPXDecode),
-    the way many scanners write them; written object by object, with its cross-reference table."""
+def png_top_of(number: int, share: float) -> bytes:
+    """The top ``share`` of scan page ``number`` as a 200 dpi PNG (fewer lines to read)."""
+    page = scan_page(number)
+    buffer = io.BytesIO()
+    page.crop((0, 0, page.width, round(page.height * share))).save(buffer, "PNG", dpi=(DPI, DPI))
+    return buffer.getvalue()
+
+
+def jpx_pdf_of(number: int, dpi: int = 100, share: float = 1.0) -> bytes:
+    """A one-page PDF whose page is (the top ``share`` of) scan page ``number`` as a JPEG 2000
+    image (/JPXDecode), the way many scanners write them; written object by object, with its
+    cross-reference table."""
     image = scan_page(number)
+    image = image.crop((0, 0, image.width, round(image.height * share)))
     image = image.resize((round(image.width * dpi / DPI), round(image.height * dpi / DPI)))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG2000")

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import corpus_path
-from tests.documents import jpx_pdf_of, png_of
+from tests.documents import jpx_pdf_of, png_top_of
 from tests.e2e.test_serve import cli, free_port, serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -147,10 +147,11 @@ def test_console_upload_progress_overlay_views_downloads_and_jobs(tmp_path: Path
     out = artefacts(tmp_path)
     print(f"\nconsole screenshots and downloads: {out}")
     pdf_path = corpus_path("synthetic", "born_digital.pdf")
+    # the top 40 % of two scanned pages (about a dozen lines each: OCR is the slow part)
     png_path = tmp_path / "scan-page-1.png"
-    png_path.write_bytes(png_of(1))
+    png_path.write_bytes(png_top_of(1, 0.4))
     jpx_path = tmp_path / "scan-page-2-jpx.pdf"
-    jpx_path.write_bytes(jpx_pdf_of(2))
+    jpx_path.write_bytes(jpx_pdf_of(2, share=0.4))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     # one worker: the console sends one document at a time, and one OCR child starts sooner

@@ -178,7 +178,8 @@ async function refreshJobs() {
     const rows = listed.jobs.map((j) => {
       const tr = document.createElement("tr");
       tr.dataset.jobId = j.job_id;
-      const cells = [j.job_id, j.status, `${j.pages_done}/${j.pages_total ?? "?"}`, j.created_at, j.completed_at || ""];
+      const when = (iso) => (iso ? `${iso.slice(0, 19).replace("T", " ")} UTC` : "");
+      const cells = [j.job_id, j.status, `${j.pages_done}/${j.pages_total ?? "?"}`, when(j.created_at), when(j.completed_at)];
       for (const value of cells) {
         const td = document.createElement("td");
         td.textContent = value;
