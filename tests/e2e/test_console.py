@@ -186,6 +186,15 @@ def test_console_upload_progress_overlay_views_downloads_and_jobs(tmp_path: Path
         assert answer is not None and answer.status == 200
         assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
         page.wait_for_selector("body[data-ready=true]")
+        # without a key nothing is sent; a wrong key is refused and says so
+        page.set_input_files("#file", str(pdf_path))
+        assert page.inner_text("#error") == "no_key: Paste an API key first"
+        page.fill("#api-key", "ctk_wrong")
+        page.click("#key-save")
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.inner_text("#error").startswith("unauthorized:")
+        assert [e for e in errors if "401" not in e] == []  # the browser logs each refused request
+        errors.clear()
         page.fill("#api-key", key)
         page.click("#key-save")
         assert page.inner_text("#key-state") == "Key set for this tab"
