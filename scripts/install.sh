@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # data (the light OCR engine and the benchmark's peers), OCRmyPDF (benchmark peer),
 # docker-compose (offline validation of deploy/docker-compose.yml; no engine is used), prometheus
 # (its promtool checks and unit-tests the alert rules in deploy/monitoring; the server is not run).
-APT_PACKAGES=(libgl1 libglib2.0-0 libseccomp2 tesseract-ocr tesseract-ocr-por tesseract-ocr-eng libtesseract-dev pkg-config ocrmypdf docker-compose prometheus)
+APT_PACKAGES=(libgl1 libglib2.0-0 libseccomp2 tesseract-ocr tesseract-ocr-por tesseract-ocr-eng libtesseract-dev pkg-config ocrmypdf docker-compose prometheus chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

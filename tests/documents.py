@@ -99,3 +99,45 @@ def tiff_frames(sizes: list[tuple[int, int]]) -> bytes:
         nxt = 0 if last else len(out) + len(ifd) + 4
         out += ifd + struct.pack("<I", nxt)
     return bytes(out)
+
+
+def png_top_of(number: int, share: float) -> bytes:
+    """The top ``share`` of scan page ``number`` as a 200 dpi PNG (fewer lines to read)."""
+    page = scan_page(number)
+    buffer = io.BytesIO()
+    page.crop((0, 0, page.width, round(page.height * share))).save(buffer, "PNG", dpi=(DPI, DPI))
+    return buffer.getvalue()
+
+
+def jpx_pdf_of(number: int, dpi: int = 100, share: float = 1.0) -> bytes:
+    """A one-page PDF whose page is (the top ``share`` of) scan page ``number`` as a JPEG 2000
+    image (/JPXDecode), the way many scanners write them; written object by object, with its
+    cross-reference table."""
+    image = scan_page(number)
+    image = image.crop((0, 0, image.width, round(image.height * share)))
+    image = image.resize((round(image.width * dpi / DPI), round(image.height * dpi / DPI)))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG2000")
+    jpx = buffer.getvalue()
+    width, height = image.width * 72 / dpi, image.height * 72 / dpi
+    content = f"q {width:.2f} 0 0 {height:.2f} 0 0 cm /Im0 Do Q".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width:.2f} {height:.2f}] "
+        "/Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>".encode(),
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray /BitsPerComponent 8 "
+        b"/Filter /JPXDecode /Length %d >>\nstream\n%s\nendstream" % (image.width, image.height, len(jpx), jpx),
+    ]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.7\n")
+    offsets = []
+    for n, body in enumerate(objects, 1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n%s\nendobj\n" % (n, body))
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    out.write(b"".join(b"%010d 00000 n \n" % o for o in offsets))
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    return out.getvalue()

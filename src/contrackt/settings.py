@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     # /metrics: public (on the API listener) | off | host:port (a separate listener)
     metrics_listen: str = "public"
     public_docs: bool = True  # /docs, /redoc and /openapi.json on the API listener
+    console: bool = True  # the web console's static files at /console (docs/adr/0018-console.md)
     # `contrackt worker`'s own listener: /v1/health/live, /v1/health/ready, /metrics (off: none)
     worker_listen: str = "127.0.0.1:9100"
     # a `tenant` label on a few counters (jobs, pages, refusals): the operator's choice, one

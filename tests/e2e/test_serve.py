@@ -52,11 +52,12 @@ def cli(home: Path, *args: str) -> str:
 
 
 @contextmanager
-def serve(home: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def serve(home: Path, port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``env``: settings over env_for's (e.g. one worker for a test that sends a page at a time)."""
     with log.open("ab") as sink:
         proc = subprocess.Popen(
             [str(BIN), "serve", "--port", str(port)],
-            env=env_for(home),
+            env={**env_for(home), **(env or {})},
             stdout=sink,
             stderr=sink,
             start_new_session=True,

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from contrackt import __version__
 from contrackt.api import errors
 from contrackt.api.edge import Edge, docs_options, metrics_on_public_port
-from contrackt.api.routes import events, extract, health, jobs, listing, metrics, receipts, webhooks
+from contrackt.api.routes import console, events, extract, health, jobs, listing, metrics, receipts, webhooks
 from contrackt.bootstrap import Container, build
 from contrackt.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from contrackt.settings import Settings
@@ -82,6 +82,8 @@ def create_app(
     app.include_router(receipts.router)
     app.include_router(webhooks.router)
     app.webhooks.include_router(webhooks.deliveries)
+    if settings.console:
+        app.include_router(console.build_router())
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
