@@ -593,6 +593,14 @@ class SqlAuditRepository(_Repo):
         )
         return [_chain_row(r._mapping) for r in rows]
 
+    async def job_events(self, tenant_id: str, job_id: str) -> list[ChainRow]:
+        rows = await self.conn.execute(
+            audit_logs.select()
+            .where(audit_logs.c.tenant_id == tenant_id, audit_logs.c.job_id == job_id)
+            .order_by(audit_logs.c.id)
+        )
+        return [_chain_row(r._mapping) for r in rows]
+
     async def tenant_ids(self) -> list[str]:
         rows = await self.conn.execute(sa.select(audit_logs.c.tenant_id).distinct())
         return sorted(str(r[0]) for r in rows)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from contrackt.api.deps import ContainerDep, EdgeDep, ExtractCaller, rate_headers
 from contrackt.api.errors import problems
 from contrackt.api.result_http import RESULT_CONTENT, ResultFormat, result_response
-from contrackt.api.upload import check_declared_length, closing_on_error, read_body
+from contrackt.api.upload import check_declared_length, closing_on_error, discard_small_body, read_body
 from contrackt.api.wait import MAX_WAIT_SECONDS, wait_for_job
 from contrackt.domain.errors import ContracktError
 from contrackt.domain.jobs import JobStatus
@@ -136,21 +136,29 @@ async def extract(
 ) -> Response:
     # The upload slot is held while the body is read and sealed: the bytes of at most
     # CONTRACKT_MAX_CONCURRENT_UPLOADS documents are in this process's memory at once.
-    # Any refusal closes the connection, so an unread body is never read.
-    with closing_on_error(), e.admission.upload(caller.api_key_id):
-        check_declared_length(request.headers.get("content-length"), e.body.max_bytes)
-        await c.intake.check_capacity(caller)
-        data = await read_body(request.stream(), request.headers.get("content-type", ""), e.body)
-        accepted = await c.intake.submit(
-            caller,
-            data,
-            idempotency_key=idempotency_key,
-            engine=engine,
-            mode=mode,
-            delete_on_read=delete_on_read,
-            pages=pages,
-        )
-        del data  # sealed and stored: a waiting request must not keep the document in memory
+    # Any refusal closes the connection, so a large unread body is never read; a small one is
+    # dropped first, so that the refusal is not lost to a reset (discard_small_body).
+    reading = False
+    try:
+        with closing_on_error(), e.admission.upload(caller.api_key_id):
+            check_declared_length(request.headers.get("content-length"), e.body.max_bytes)
+            await c.intake.check_capacity(caller)
+            reading = True
+            data = await read_body(request.stream(), request.headers.get("content-type", ""), e.body)
+            accepted = await c.intake.submit(
+                caller,
+                data,
+                idempotency_key=idempotency_key,
+                engine=engine,
+                mode=mode,
+                delete_on_read=delete_on_read,
+                pages=pages,
+            )
+            del data  # sealed and stored: a waiting request must not keep the document in memory
+    except ContracktError:
+        if not reading:
+            await discard_small_body(request.receive, request.headers.get("content-length"))
+        raise
     if not accepted.replayed:
         JOBS_SUBMITTED.inc(tenant=caller.tenant_id)
     job = accepted.job
