@@ -150,6 +150,11 @@ def build_sets(corpus: Path, quick: bool, only: list[str] | None) -> list[DocSet
         DocSet("cardinal", real / "cardinal.pdf", [linn_ref] * 4, metric="recall"),
         DocSet("linn", real / "linn.pdf", [linn_ref], metric="recall"),
     ]
+    if not quick and (not only or "dense" in only):  # generated (bench/ocr/dense.py): 300 dpi, 43-46 lines a page
+        from bench.ocr.dense import cached
+
+        dense_pdf, dense_refs = cached()
+        sets.append(DocSet("dense", dense_pdf, dense_refs))
     if quick:
         hard = next(s for s in sets if s.name == "scan_hard")
         hard.pages, hard.refs = [0, 2, 4, 5, 8], [gt[i] for i in (0, 2, 4, 5, 8)]
