@@ -73,6 +73,7 @@ class ChildConfig:
     model_dirs: tuple[tuple[str, str], ...] = ()  # (engine, folder) overrides
     postcorrect: bool = True  # rapidocr_engine.fix_text (measured: bench --postcorrect-ablation)
     latin: bool = True  # Latin-restricted PP-OCR recognisers (measured: bench --latin-ablation)
+    rec_min_width: int = 0  # > 0: narrow crops read at their own width (bench --narrow-ablation)
     max_page_chars: int = 100_000
     max_lines_per_page: int = 2_000
     max_image_pixels: int = 50_000_000  # declared pixels of one image frame (checked before decoding)
@@ -279,7 +280,12 @@ class PageWorker:
         from contrackt.adapters.ocr.engines import ModelMissing, load_engine
 
         try:
-            engine = load_engine(name, dict(self.config.model_dirs).get(name), latin=self.config.latin)
+            engine = load_engine(
+                name,
+                dict(self.config.model_dirs).get(name),
+                latin=self.config.latin,
+                rec_min_width=self.config.rec_min_width,
+            )
         except ModelMissing as exc:
             raise ChildError("unknown_engine", str(exc)) from None
         self.loaded[name] = engine
