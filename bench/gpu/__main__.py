@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _, rec, keys = rapidocr_models("rapidocr")
     model, characters = restrict_to_latin(rec, keys)
-    session = ort.InferenceSession(with_argmax(model), providers=[args.provider, "CPUExecutionProvider"])
+    providers = list(dict.fromkeys([args.provider, "CPUExecutionProvider"]))
+    session = ort.InferenceSession(with_argmax(model), providers=providers)
     runner = ArgMaxLineRunner(session)
     bucketing = Bucketing(max_lines=args.batch, max_pixels=args.batch * 48 * 2000)
     table = ["blank", *characters, " "]

@@ -24,7 +24,7 @@ A4 = (2480, 3508)  # pixels at 300 dpi
 MARGIN = 170
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 FONT_BOLD = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
-VERSION = 1  # bump when the pages change (the cached PDF is keyed on it)
+VERSION = 2  # bump when the pages or their text change (the cached PDF is keyed on it)
 
 WORDS = (
     "contratante contratada prestação serviços cláusula parágrafo único obrigações partes vigência rescisão "
