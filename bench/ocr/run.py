@@ -150,10 +150,16 @@ def build_sets(corpus: Path, quick: bool, only: list[str] | None) -> list[DocSet
         DocSet("cardinal", real / "cardinal.pdf", [linn_ref] * 4, metric="recall"),
         DocSet("linn", real / "linn.pdf", [linn_ref], metric="recall"),
     ]
+    # generated (bench/ocr/dense.py): 300 dpi, 43-46 lines a page; in a full run, or when named
+    if (not quick and not only) or (only and "dense" in only):
+        from bench.ocr.dense import cached
+
+        dense_pdf, dense_refs = cached()
+        sets.append(DocSet("dense", dense_pdf, dense_refs))
     if quick:
         hard = next(s for s in sets if s.name == "scan_hard")
         hard.pages, hard.refs = [0, 2, 4, 5, 8], [gt[i] for i in (0, 2, 4, 5, 8)]
-        sets = [s for s in sets if s.name in ("born_digital", "scan_hard", "cardinal")]
+        sets = [s for s in sets if s.name in ("born_digital", "scan_hard", "cardinal", "dense")]
     if only:
         sets = [s for s in sets if s.name in only]
     for s in sets:
@@ -172,8 +178,16 @@ async def run_engine(
     workers: int,
     postcorrect: bool = True,
     latin: bool = True,
+    rec_min_width: int = 0,
 ) -> list[Row]:
-    pool = ProcessPoolExtractor(workers=workers, engine=engine, engines=[], postcorrect=postcorrect, latin=latin)
+    pool = ProcessPoolExtractor(
+        workers=workers,
+        engine=engine,
+        engines=[],
+        postcorrect=postcorrect,
+        latin=latin,
+        rec_min_width=rec_min_width,
+    )
     await pool.start()
     rows = []
     try:
@@ -363,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the PP-OCR engines with their full multilingual recogniser output",
     )
+    ap.add_argument(
+        "--narrow-ablation",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="also run the PP-OCR engines reading narrow line crops at their own width (padded to PX, not 320)",
+    )
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
     if not args.corpus.is_dir():
@@ -389,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.postcorrect_ablation and s.mode == "ocr":
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, postcorrect=False)):
                         r.engine = f"{engine}/raw"
+                        rows.append(r)
+                if args.narrow_ablation and s.mode == "ocr" and engine.startswith("rapidocr"):
+                    narrow = args.narrow_ablation
+                    for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, rec_min_width=narrow)):
+                        r.engine = f"{engine}/w{narrow}"
                         rows.append(r)
                 if args.latin_ablation and s.mode == "ocr" and engine.startswith("rapidocr"):
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, latin=False)):

@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 
 from contrackt.adapters.db.engine import make_engine
 from contrackt.adapters.db.uow import SqlUnitOfWorkFactory
+from contrackt.bootstrap_ocr import known_engines as known_engines
+from contrackt.bootstrap_ocr import make_extractor as make_extractor
 from contrackt.domain.webhooks import RetryPolicy
 from contrackt.ports.blobstore import BlobStore
 from contrackt.ports.checkpoints import CheckpointSink
@@ -37,16 +39,6 @@ from contrackt.settings import Settings
 
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower()
-
-
-def known_engines(settings: Settings) -> list[str]:
-    """OCR engines a request may name: installed ones (cheap disk check, no model
-    is loaded), limited to CONTRACKT_OCR_ENGINES when set."""
-    from contrackt.adapters.ocr.engines import available_engines
-
-    names = available_engines()
-    wanted = settings.ocr_engine_list
-    return [e for e in names if e == settings.ocr_engine or not wanted or e in wanted]
 
 
 def make_blobstore(settings: Settings) -> BlobStore:
@@ -175,32 +167,6 @@ def make_rate_limiter(settings: Settings) -> RateLimiter:
 
         return RedisRateLimiter.from_url(settings.rate_limit_url)
     raise ValueError(f"unsupported CONTRACKT_RATE_LIMIT_URL scheme: {scheme}")
-
-
-def make_extractor(settings: Settings) -> Extractor:
-    from contrackt.adapters.ocr.pool import ProcessPoolExtractor
-    from contrackt.adapters.ocr.protocol import OutputCaps
-
-    return ProcessPoolExtractor(
-        workers=settings.effective_workers,
-        engine=settings.ocr_engine,
-        engines=known_engines(settings),
-        memory_limit_mb=settings.ocr_memory_limit_mb,
-        page_timeout_s=settings.page_timeout_seconds,
-        job_timeout_s=settings.job_timeout_seconds,
-        max_pages=settings.max_pages,
-        max_image_pixels=settings.max_image_pixels,
-        network_isolation=settings.ocr_network_isolation,
-        sandbox_uid=settings.ocr_sandbox_uid,
-        seccomp=settings.ocr_seccomp,
-        caps=OutputCaps(
-            max_page_chars=settings.max_page_chars,
-            max_lines_per_page=settings.max_lines_per_page,
-            max_text_chars=settings.max_text_chars,
-            max_lines=settings.max_lines,
-        ),
-        production=settings.env == "production",
-    )
 
 
 def make_receipt_signer(settings: Settings, uow: SqlUnitOfWorkFactory, keys: KeyProvider) -> ReceiptSigner:

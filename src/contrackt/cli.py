@@ -489,7 +489,7 @@ def purge() -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write here, not stdout")
 def extract(file: Path, fmt: str, engine: str | None, mode: str, pages: str | None, output: Path | None) -> None:
     """Extract FILE (PDF, JPEG, PNG or TIFF) in-process (no server, no database); progress on stderr."""
-    from contrackt.bootstrap import make_extractor
+    from contrackt.bootstrap_ocr import make_extractor
     from contrackt.domain.errors import ContracktError
     from contrackt.domain.limits import SNIFF_BYTES, sniff_media_type
     from contrackt.domain.pages import expand_pages, format_pages, parse_pages
@@ -510,7 +510,8 @@ def extract(file: Path, fmt: str, engine: str | None, mode: str, pages: str | No
     )
 
     async def run() -> Any:
-        extractor = make_extractor(settings)
+        # one document: load OCR models only if one of its pages needs them
+        extractor = make_extractor(settings, preload=False)
         await extractor.start()
 
         async def progress(done: int, total: int) -> None:

@@ -195,10 +195,12 @@ def available_engines(model_dirs: dict[str, str] | None = None) -> list[str]:
 # ----------------------------------------------------------------------------- loading (child only)
 
 
-def load_engine(name: str, model_dir: str | None = None, latin: bool = True) -> Engine:
+def load_engine(name: str, model_dir: str | None = None, latin: bool = True, rec_min_width: int = 0) -> Engine:
     """Build ``name`` and run it once on a small synthetic image (self-test).
 
-    ``latin=False`` keeps PP-OCR's full multilingual output layer (benchmark ablation only).
+    ``latin=False`` keeps PP-OCR's full multilingual output layer (benchmark ablation only);
+    ``rec_min_width`` > 0 reads narrow line crops at their own width, padded only to that many
+    pixels instead of PaddleOCR's 320 (benchmark ablation: ``bench.ocr --narrow-ablation``).
     """
     check_engine(name, model_dir)
     engine: Engine
@@ -216,6 +218,7 @@ def load_engine(name: str, model_dir: str | None = None, latin: bool = True) -> 
             unclip_ratio=spec.unclip_ratio,
             box_thresh=spec.box_thresh,
             latin=latin,
+            rec_min_width=rec_min_width,
         )
     elif name == "tesseract":
         from contrackt.adapters.ocr.tesseract_engine import TesseractEngine

@@ -113,6 +113,10 @@ class _ZygoteGone(Exception):
     """The zygote's channel broke: start a new zygote."""
 
 
+class _NeedsEngine(Exception):
+    """A child forked before its engine was loaded met a page that needs OCR."""
+
+
 # ----------------------------------------------------------------------------- zygote
 
 
@@ -154,11 +158,14 @@ class _Zygote:
             raise ContracktError(f"The OCR zygote failed to start: {info.get('error')}")
         return cls(proc, mine, info)
 
-    def spawn(self, engine: str | None, timeout: float) -> tuple[dict[str, Any], list[int]]:
+    def spawn(
+        self, engine: str | None, timeout: float, lazy: bool = False, images: bool = False
+    ) -> tuple[dict[str, Any], list[int]]:
         with self.lock:
             try:
                 self.ctrl.settimeout(timeout)
-                self.ctrl.send(json.dumps({"op": "spawn", "engine": engine}).encode())
+                request = {"op": "spawn", "engine": engine, "lazy": lazy, "images": images}
+                self.ctrl.send(json.dumps(request).encode())
                 data, fds, _flags, _addr = socket.recv_fds(self.ctrl, _CTRL_MAX, 3)
             except OSError as exc:
                 raise _ZygoteGone(str(exc)) from None
@@ -202,6 +209,8 @@ class _Child:
     ids: Any = field(default_factory=lambda: itertools.count(1))
     frames: deque[tuple[dict[str, Any], bytes]] = field(default_factory=deque)
     dead: bool = False
+    # forked before the zygote had the job's engine: may answer needs_engine
+    without_engine: bool = False
 
 
 # ----------------------------------------------------------------------------- fair slots
@@ -326,6 +335,9 @@ class _Job:
     chars: int = 0
     lines: int = 0
     error: BaseException | None = None
+    # fork children without waiting for the engine (a PDF's text-layer pages need none);
+    # cleared the first time a page needs OCR
+    lazy: bool = False
 
     def begin(self, pages: int) -> None:
         """Plan the pages to read once the document's page count is known."""
@@ -387,7 +399,7 @@ class _Lane:
             self.end()
             return None
         try:
-            self.child = await pool._spawn(job.spawn_engine)
+            self.child = await pool._spawn(job.spawn_engine, job.lazy, job.media_type != "application/pdf")
             timeout = max(0.1, min(pool.inspect_timeout_s, job.deadline - time.monotonic()))
             return await pool._open(self.child, job.pdf, timeout, job.media_type)
         except BaseException:
@@ -416,7 +428,14 @@ class _Lane:
                     continue
                 index = job.pending.popleft()
                 started = time.monotonic()
-                page = await pool._page(self.child, job, index)
+                try:
+                    page = await pool._page(self.child, job, index)
+                except _NeedsEngine:
+                    # this child was forked before the engine was loaded: the next one has it
+                    job.lazy = False
+                    job.pending.appendleft(index)
+                    self.end()
+                    continue
                 PAGE_SECONDS.labels(page["source"]).observe(time.monotonic() - started)
                 job.record(index, page)
                 if job.progress is not None:
@@ -456,6 +475,7 @@ class ProcessPoolExtractor:
         model_dirs: dict[str, str] | None = None,
         postcorrect: bool = True,
         latin: bool = True,
+        rec_min_width: int = 0,
         network_isolation: str = "auto",
         sandbox_uid: str = "auto",
         seccomp: str = "auto",
@@ -463,11 +483,14 @@ class ProcessPoolExtractor:
         slice_s: float = SLICE_S,
         max_reply_bytes: int = DEFAULT_MAX_REPLY,
         production: bool = False,
+        preload: bool = True,
     ) -> None:
-        """``engine`` is the deployment's default (loaded and self-tested by the zygote at
-        start-up); ``engines`` the others a request may ask for (default: every installed
-        one), each loaded by the zygote on first use. ``zoom`` overrides every engine's
-        render policy (tests, benchmarks)."""
+        """``engine`` is the deployment's default: with ``preload`` the zygote loads and
+        self-tests it before ``start`` returns (workers), without it only when a page first
+        needs OCR (``contrackt extract``: a text-layer PDF never waits for a model).
+        ``engines`` are the others a request may ask for (default: every installed one),
+        each loaded by the zygote on first use. ``zoom`` overrides every engine's render
+        policy (tests, benchmarks)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         if network_isolation not in sandbox.NETWORK_MODES:
@@ -513,10 +536,12 @@ class ProcessPoolExtractor:
             model_dirs=tuple(sorted(self.model_dirs.items())),
             postcorrect=postcorrect,
             latin=latin,
+            rec_min_width=rec_min_width,
             max_page_chars=self.caps.max_page_chars,
             max_lines_per_page=self.caps.max_lines_per_page,
             max_image_pixels=max_image_pixels,
             max_frames=max_pages,
+            preload=preload,
         )
         self._confinement = sandbox.Confinement(
             memory_limit_mb=memory_limit_mb, uid_base=self.uid_base, seccomp=seccomp
@@ -533,6 +558,7 @@ class ProcessPoolExtractor:
         self.network: str | None = None
         self.seccomp: str | None = None
         self.spawned = 0
+        self.engines_loaded: list[str] = []  # what the zygote held at the last fork
         self.restarts = 0  # children lost to a crash, a limit, a timeout or a violation
         self.violations = 0  # children that broke the protocol (each also a restart)
         self.peak_child_rss_kb = 0
@@ -642,7 +668,7 @@ class ProcessPoolExtractor:
 
     # ------------------------------------------------------------------ children
 
-    def _spawn_sync(self, engine: str | None) -> _Child:
+    def _spawn_sync(self, engine: str | None, lazy: bool = False, images: bool = False) -> _Child:
         for attempt in range(2):
             with self._zygote_lock:
                 if self._closed:
@@ -655,7 +681,7 @@ class ProcessPoolExtractor:
                     self._zygote = self._start_zygote()
                 zygote = self._zygote
             try:
-                reply, fds = zygote.spawn(engine, SPAWN_TIMEOUT_S)
+                reply, fds = zygote.spawn(engine, SPAWN_TIMEOUT_S, lazy, images)
             except _ZygoteGone:
                 if attempt:
                     raise ContracktError("The OCR zygote stopped answering") from None
@@ -674,16 +700,20 @@ class ProcessPoolExtractor:
                 pidfd=fds[2] if len(fds) > 2 else -1,
                 reader=FrameReader(self.max_reply_bytes),
             )
+            loaded = reply.get("loaded")
+            child.without_engine = lazy and not (isinstance(loaded, list) and engine in loaded)
             with self._live_lock:
                 self._live.add(child)
                 self.spawned += 1
+                if isinstance(loaded, list):
+                    self.engines_loaded = [str(name) for name in loaded]
             OCR_CHILDREN_SPAWNED.inc()
             return child
         raise ContracktError("The OCR zygote could not start a child")  # pragma: no cover
 
-    async def _spawn(self, engine: str | None) -> _Child:
+    async def _spawn(self, engine: str | None, lazy: bool = False, images: bool = False) -> _Child:
         loop = asyncio.get_running_loop()
-        forking = self._io.submit(self._spawn_sync, engine)
+        forking = self._io.submit(self._spawn_sync, engine, lazy, images)
         try:
             child = await asyncio.shield(asyncio.wrap_future(forking))
         except asyncio.CancelledError:
@@ -871,6 +901,8 @@ class ProcessPoolExtractor:
         request = {"op": "page", "index": index, "mode": job.mode, "engine": job.engine}
         reply = await self._call(child, request, timeout)
         if reply.get("op") == "error":
+            if reply.get("code") == "needs_engine" and child.without_engine:
+                raise _NeedsEngine
             raise self._error(child, reply)
         if reply.get("op") != "page" or set(reply) != {"op", "id", "page"}:
             raise self._violation(child)
@@ -911,6 +943,7 @@ class ProcessPoolExtractor:
             caps=self.caps,
             media_type=options.media_type,
             selection=options.pages,
+            lazy=options.mode == "auto" and options.media_type == "application/pdf",
         )
 
     async def extract(
@@ -991,7 +1024,7 @@ class ProcessPoolExtractor:
             return None
         child: _Child | None = None
         try:
-            child = await self._spawn(None)
+            child = await self._spawn(None, images=job.media_type != "application/pdf")
             timeout = max(0.1, min(self.page_timeout_s, job.deadline - time.monotonic()))
             await self._open(child, job.pdf, timeout, job.media_type)
             request = {"op": "searchable", "pages": payload, "cap": cap}

@@ -42,6 +42,7 @@ ERROR_CODES = (
     "resource_limit",
     "output_limit",
     "unknown_engine",
+    "needs_engine",
     "internal_error",
 )
 ACTIVE_CONTENT = ("javascript", "launch_action", "embedded_files")

@@ -87,10 +87,12 @@ class RapidOcrEngine:
         unclip_ratio: float | None = None,
         box_thresh: float | None = None,
         latin: bool = True,
+        rec_min_width: int = 0,
     ) -> None:
         from rapidocr import RapidOCR
 
         self.name = name
+        self._rec_min_width = rec_min_width
         for path in (det, rec, rec_dict):
             if path is not None and not path.is_file():
                 raise RuntimeError(f"rapidocr model missing: {path}")
@@ -119,6 +121,11 @@ class RapidOcrEngine:
         self._ocr(img)
         # Detection on a blank image may skip recognition; load it explicitly.
         self._ocr._load_rec_model()
+        if self._rec_min_width > 0:
+            from contrackt.adapters.ocr.batching import BatchedTextRecognizer, Bucketing
+
+            narrow = Bucketing(max_lines=1, align=1, min_width=self._rec_min_width)
+            self._ocr.text_rec = BatchedTextRecognizer(self._ocr.text_rec, narrow)
         if self._tmp is not None:
             self._tmp.cleanup()  # the sessions hold the model now
             self._tmp = None

@@ -20,7 +20,9 @@ child -> parent
     {"op": "searchable", "id"} + blob: the PDF (at most ``cap`` bytes; the only reply with a blob)
     {"op": "error", "id", "code", "message"}   code: encrypted_pdf | corrupt_pdf |
         corrupt_image | image_too_large | too_many_pages | resource_limit | output_limit |
-        unknown_engine | internal_error
+        unknown_engine | needs_engine | internal_error
+    (``needs_engine``: a page needs OCR but the child was forked before the zygote had
+    loaded the engine; the parent forks another child that has it and asks again)
 
 An image (JPEG, PNG, TIFF) is a document whose pages are its frames
 (``images.py``): decoded here only, after its declared sizes passed the pixel cap.
@@ -55,7 +57,10 @@ FAULT_ENV = "CONTRACKT_OCR_FAULT_ENGINES"
 @dataclass(frozen=True)
 class ChildConfig:
     kind: str = "worker"  # worker (loads the engine) | inspect (PDF only, tests)
-    engine: str = "rapidocr"  # loaded (and self-tested) by the zygote at start-up
+    engine: str = "rapidocr"  # loaded (and self-tested) by the zygote at start-up (preload) or on first use
+    # True (workers, serve): the zygote loads and self-tests the default engine before ``ready``;
+    # False (``contrackt extract``): only when a page first needs OCR
+    preload: bool = True
     # other engines a request may name; the zygote loads each on first use, before forking
     extra_engines: tuple[str, ...] = ()
     zoom: float | None = None  # None: the engine's own policy (engines.ENGINES)
@@ -68,6 +73,7 @@ class ChildConfig:
     model_dirs: tuple[tuple[str, str], ...] = ()  # (engine, folder) overrides
     postcorrect: bool = True  # rapidocr_engine.fix_text (measured: bench --postcorrect-ablation)
     latin: bool = True  # Latin-restricted PP-OCR recognisers (measured: bench --latin-ablation)
+    rec_min_width: int = 0  # > 0: narrow crops read at their own width (bench --narrow-ablation)
     max_page_chars: int = 100_000
     max_lines_per_page: int = 2_000
     max_image_pixels: int = 50_000_000  # declared pixels of one image frame (checked before decoding)
@@ -184,47 +190,60 @@ class PageWorker:
         self.pdf: bytes | None = None
         self.image: ImageDocument | None = None
         self.request_id: Any = None  # the request being answered (test faults write raw replies)
+        self.forked = False  # a child never loads a model: it has what the zygote had loaded
+        self.prepared: set[str] = set()  # engines loaded and taken through their whole page path
+        self.images_warm = False  # the image decoders have been taken once
 
     @property
     def engine(self) -> Any:
         return self.loaded.get(self.config.engine)
 
     def engines(self) -> list[str]:
-        names = [self.config.engine, *self.config.extra_engines] if self.loaded else []
+        names = [self.config.engine, *self.config.extra_engines] if self.config.kind == "worker" else []
         if self.config.fault_engines:
             names += list(FAULT_ENGINES)
         return names
 
     def load(self) -> None:
-        """Load the default engine and run every code path a child will take once, on a
-        small built-in PDF (in the zygote: a confined child may not be able to read the
-        installation any more, so nothing may be left to import lazily)."""
+        """Take every code path a text-layer page will take once, on a small built-in PDF
+        (in the zygote: a confined child may not be able to read the installation any more,
+        so nothing may be left to import lazily). Loads no OCR model: ``prepare`` does."""
         import numpy  # noqa: F401
         import pypdfium2  # noqa: F401
 
-        from contrackt.adapters.ocr import images, rapidocr_engine, searchable, textlayer  # noqa: F401
+        # engines: the policy table a child reads before it finds it needs an engine
+        from contrackt.adapters.ocr import engines, images, searchable, textlayer  # noqa: F401
 
         images.configure(self.config.max_image_pixels)
         for codec in ("utf-16-le", "utf-16", "utf-32-le", "latin-1", "cp1252"):
             "x".encode(codec).decode(codec)
-        if self.config.kind == "worker":
-            self.get_engine(self.config.engine)
-            if self.config.orientation:
-                try:
-                    from contrackt.adapters.ocr.orientation import OrientationDetector
+        self.warm_up(None, images=False)
 
-                    self.orienter = OrientationDetector()
-                except Exception:
-                    self.orienter = None
-        self.warm_up(self.config.engine if self.config.kind == "worker" else None)
+    def warm_images(self) -> None:
+        """Take the image path once (decoders, Pillow plugins) without OCR: for an image document
+        before any engine is prepared (``prepare`` takes it with OCR)."""
+        if not self.images_warm:
+            from contrackt.adapters.ocr.warmup import warm_up_images
+
+            warm_up_images(self, None)
+            self.images_warm = True
 
     def prepare(self, name: str) -> None:
-        """Load ``name`` (zygote, on first use) and take its whole page path once."""
-        if name not in self.loaded:
-            self.get_engine(name)
-            self.warm_up(name)
+        """Load ``name`` (zygote: at start-up or on first use) and take its whole page path once."""
+        if name in self.prepared:
+            return
+        self.get_engine(name)
+        if self.config.orientation and self.orienter is None:
+            try:
+                from contrackt.adapters.ocr.orientation import OrientationDetector
 
-    def warm_up(self, engine: str | None) -> None:
+                self.orienter = OrientationDetector()
+            except Exception:
+                self.orienter = None
+        self.warm_up(name, images=True)
+        self.prepared.add(name)
+
+    def warm_up(self, engine: str | None, images: bool = True) -> None:
         from contrackt.adapters.ocr.warmup import warm_up_images
 
         doc = open_pdf(WARM_UP_PDF)
@@ -245,19 +264,28 @@ class PageWorker:
                 self._searchable_pdf(doc, [page], 1 << 26)
         finally:
             doc.close()
-        warm_up_images(self, engine)
+        if images:
+            warm_up_images(self, engine)
+            self.images_warm = True
 
     def get_engine(self, name: str) -> Any:
         """The engine ``name``, loaded (and self-tested) on first use."""
         engine = self.loaded.get(name)
-        if engine is not None:
+        if engine is not None and (name in self.prepared or not self.forked):
             return engine
         if name != self.config.engine and name not in self.config.extra_engines:
             raise ChildError("unknown_engine", f"engine {name!r} is not available")
+        if self.forked:
+            raise ChildError("needs_engine", f"engine {name!r} was not loaded when this child was forked")
         from contrackt.adapters.ocr.engines import ModelMissing, load_engine
 
         try:
-            engine = load_engine(name, dict(self.config.model_dirs).get(name), latin=self.config.latin)
+            engine = load_engine(
+                name,
+                dict(self.config.model_dirs).get(name),
+                latin=self.config.latin,
+                rec_min_width=self.config.rec_min_width,
+            )
         except ModelMissing as exc:
             raise ChildError("unknown_engine", str(exc)) from None
         self.loaded[name] = engine
@@ -619,6 +647,7 @@ def errno_name(number: int | None) -> str:
 
 def serve(fd_in: int, fd_out: int, worker: PageWorker, status: dict[str, str]) -> None:
     """Answer the parent's requests for one document until ``stop`` or end of file."""
+    worker.forked = True
     write_all(fd_out, encode({"op": "ready", **status}))
     while True:
         frame = read_frame(fd_in)

@@ -7,15 +7,24 @@ with the models already in memory (copy-on-write, a few milliseconds instead
 of seconds of loading), which confines itself before it reads a single byte of
 a document. The zygote itself never receives a document.
 
+With ``preload`` (workers, ``serve``) it loads and self-tests the default engine
+before it says ``ready``; without (``contrackt extract``) it says ``ready`` once
+the text-layer path is warm and loads an engine the first time a spawn needs it,
+so a text-layer document never waits for a model.
+
 Control channel (a ``SOCK_SEQPACKET`` socket pair, one JSON object a message):
 
 pool -> zygote
     {"op": "config", "config": {...}, "confinement": {...}, "network": mode, "parent": pid}   first
-    {"op": "spawn", "engine": name | null}
+    {"op": "spawn", "engine": name | null, "lazy": bool, "images": bool}
+        lazy: fork now even if ``engine`` is not loaded yet (a text-layer page needs no model;
+        a page that does makes the child answer ``needs_engine``); images: the document is an
+        image (its decoders are warmed first, once)
     {"op": "stop"}
 zygote -> pool
     {"op": "ready", "pid", "engines", "network", "seccomp", "uid_base"} | {"op": "failed", "error"}
-    {"op": "spawned", "pid", "uid"} + descriptors: to the child, from the child, its pidfd (if any)
+    {"op": "spawned", "pid", "uid", "loaded": [engines in memory]}
+        + descriptors: to the child, from the child, its pidfd (if any)
     {"op": "error", "error"}
 
 It exits, killing every child it forked, when the pool closes the channel or
@@ -75,9 +84,12 @@ class Zygote:
                 return base + offset
         raise RuntimeError("every sandbox uid is in use")
 
-    def spawn(self, engine: str | None) -> None:
+    def spawn(self, engine: str | None, lazy: bool = False, images: bool = False) -> None:
         if engine is not None and not (self.config.fault_engines and engine in FAULT_ENGINES):
-            self.worker.prepare(engine)  # trusted: model files, before any document
+            if not (lazy and engine not in self.worker.prepared):
+                self.worker.prepare(engine)  # trusted: model files, before any document
+        if images:
+            self.worker.warm_images()
         uid = self.pick_uid()
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
@@ -102,7 +114,7 @@ class Zygote:
             except OSError:
                 pidfd = -1
         try:
-            _send(self.ctrl, {"op": "spawned", "pid": pid, "uid": uid}, fds)
+            _send(self.ctrl, {"op": "spawned", "pid": pid, "uid": uid, "loaded": sorted(self.worker.prepared)}, fds)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -171,7 +183,7 @@ class Zygote:
                 return
             if request.get("op") == "spawn":
                 try:
-                    self.spawn(request.get("engine"))
+                    self.spawn(request.get("engine"), bool(request.get("lazy")), bool(request.get("images")))
                 except Exception as exc:
                     _send(self.ctrl, {"op": "error", "error": f"{type(exc).__name__}: {exc}"[:500]})
 
@@ -197,6 +209,8 @@ def main(ctrl_fd: int) -> None:
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         zygote.worker.load()
+        if config.preload and config.kind == "worker":
+            zygote.worker.prepare(config.engine)
         zygote.devnull = os.open(os.devnull, os.O_RDWR)
     except BaseException as exc:
         _send(ctrl, {"op": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
@@ -216,3 +230,6 @@ def main(ctrl_fd: int) -> None:
         zygote.loop(parent)
     finally:
         zygote.kill_all()
+    # Nothing to flush (stdout is /dev/null, no files are open for writing): skip the
+    # interpreter's teardown of NumPy, ONNX Runtime and PDFium.
+    os._exit(0)
