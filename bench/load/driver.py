@@ -43,6 +43,7 @@ class Outcome:
     """What one batch of submissions got back."""
 
     statuses: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)  # "429:too_many_uploads", from the problem's code
     ingest_s: list[float] = field(default_factory=list)  # POST -> 202 only
     jobs: list[Job] = field(default_factory=list)
     sent: int = 0
@@ -80,6 +81,11 @@ class Driver:
             return
         elapsed = time.perf_counter() - started
         out.statuses[str(r.status_code)] += 1
+        if r.status_code in (429, 503):
+            try:
+                out.refusals[f"{r.status_code}:{r.json().get('code')}"] += 1
+            except ValueError:
+                out.refusals[f"{r.status_code}:not-json"] += 1
         if r.status_code == 202:
             out.ingest_s.append(elapsed)
             if track:

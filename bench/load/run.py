@@ -103,6 +103,7 @@ def step_row(factor: float, rate: float, out: Outcome, drained_s: float) -> dict
         "offered_per_s": round(rate, 2),
         "sent": out.sent,
         "statuses": dict(out.statuses),
+        "refusals": dict(out.refusals),
         "accepted": len(out.jobs),
         "accepted_per_s": round(len(out.jobs) / out.wall_s, 2) if out.wall_s else 0,
         "ingest_p50_ms": ms(pct(out.ingest_s, 50)),
