@@ -160,6 +160,25 @@ class Driver:
                     break
         return ids
 
+    async def server_jobs(self) -> Counter[str]:
+        """Every job the server holds for the driver's tenants, by status (a cross-check: a job
+        the server created whose 202 the driver never read would show up here only)."""
+        out: Counter[str] = Counter()
+        for key in self.keys:
+            cursor: str | None = None
+            while True:
+                params: dict[str, str | int] = {"limit": 100}
+                if cursor:
+                    params["cursor"] = cursor
+                r = await self.http.get("/v1/jobs", params=params, headers={"X-API-Key": key})
+                r.raise_for_status()
+                body = r.json()
+                out.update(j["status"] for j in body["jobs"])
+                cursor = body["next_cursor"]
+                if not cursor:
+                    break
+        return out
+
     async def _confirm(self, job: Job, gate: asyncio.Semaphore) -> None:
         async with gate:
             r = await self.http.get(f"/v1/jobs/{job.job_id}", headers={"X-API-Key": job.key})
