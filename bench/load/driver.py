@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -141,23 +142,33 @@ class Driver:
         out.wall_s = time.perf_counter() - started
         return out
 
+    async def _listing(self, key: str, status: str | None) -> list[dict[str, Any]] | None:
+        """Every job of ``key``'s tenant (only those in ``status`` if given); None when a page is refused."""
+        jobs: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, str | int] = {"limit": 100}
+            if status:
+                params["status"] = status
+            if cursor:
+                params["cursor"] = cursor
+            r = await self.http.get("/v1/jobs", params=params, headers={"X-API-Key": key})
+            self.poll_statuses[str(r.status_code)] += 1
+            if r.status_code != 200:
+                return None
+            body = r.json()
+            jobs += body["jobs"]
+            cursor = body["next_cursor"]
+            if not cursor:
+                return jobs
+
     async def _unfinished(self, key: str) -> set[str] | None:
         ids: set[str] = set()
         for status in ("pending", "processing"):
-            cursor: str | None = None
-            while True:
-                params: dict[str, str | int] = {"status": status, "limit": 100}
-                if cursor:
-                    params["cursor"] = cursor
-                r = await self.http.get("/v1/jobs", params=params, headers={"X-API-Key": key})
-                self.poll_statuses[str(r.status_code)] += 1
-                if r.status_code != 200:
-                    return None
-                body = r.json()
-                ids.update(j["job_id"] for j in body["jobs"])
-                cursor = body["next_cursor"]
-                if not cursor:
-                    break
+            jobs = await self._listing(key, status)
+            if jobs is None:
+                return None
+            ids.update(j["job_id"] for j in jobs)
         return ids
 
     async def server_jobs(self) -> Counter[str]:
@@ -165,18 +176,10 @@ class Driver:
         the server created whose 202 the driver never read would show up here only)."""
         out: Counter[str] = Counter()
         for key in self.keys:
-            cursor: str | None = None
-            while True:
-                params: dict[str, str | int] = {"limit": 100}
-                if cursor:
-                    params["cursor"] = cursor
-                r = await self.http.get("/v1/jobs", params=params, headers={"X-API-Key": key})
-                r.raise_for_status()
-                body = r.json()
-                out.update(j["status"] for j in body["jobs"])
-                cursor = body["next_cursor"]
-                if not cursor:
-                    break
+            jobs = await self._listing(key, None)
+            if jobs is None:
+                raise RuntimeError("GET /v1/jobs was refused: the server's jobs could not be counted")
+            out.update(j["status"] for j in jobs)
         return out
 
     async def _confirm(self, job: Job, gate: asyncio.Semaphore) -> None:
