@@ -20,8 +20,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,13 +28,8 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "synthetic"
-BIN = Path(sys.executable).with_name("contrackt")
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+from bench import stack
+from bench.stack import CORPUS, load
 
 
 async def scenario(base: str, a_key: str, b_key: str, scans: int) -> dict[str, Any]:
@@ -74,123 +67,14 @@ async def scenario(base: str, a_key: str, b_key: str, scans: int) -> dict[str, A
     }
 
 
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    if args[0] == "worker":  # several workers on one host: none needs the health listener here
-        env = {**env, "CONTRACKT_WORKER_LISTEN": "off"}
-    with log.open("ab") as sink:
-        return subprocess.Popen([str(BIN), *args], env=env, stdout=sink, stderr=sink, start_new_session=True)
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
-
-
-def tenant(env: dict[str, str], name: str) -> str:
-    out = subprocess.run([str(BIN), "tenant", "create", name, "--json"], env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(out.stderr)
-    key: str = json.loads(out.stdout.strip().splitlines()[-1])["api_key"]
-    return key
-
-
-def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise SystemExit("a contrackt process exited during start-up")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} never answered 200")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTRACKT_")}
-    env.update(CONTRACKT_HOME=str(home), CONTRACKT_LOG_FORMAT="json")
-    return env
-
-
 def embedded(tmp: Path, scans: int) -> dict[str, Any]:
-    env = base_env(tmp / "home")
-    a, b = tenant(env, "A"), tenant(env, "B")
-    port = free_port()
-    procs = [start(["serve", "--port", str(port)], env, tmp / "serve.log")]
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/v1/health/ready", procs)
-        return asyncio.run(scenario(f"http://127.0.0.1:{port}", a, b, scans))
-    finally:
-        stop(procs)
+    with stack.embedded(tmp, ["A", "B"]) as (s, (a, b)):
+        return asyncio.run(scenario(s.url, a, b, scans))
 
 
 def production(tmp: Path, scans: int) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO))
-    from tests.contract.services import FreshPostgres, drop_redis_queue, service, unique
-
-    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    os.environ.update({k: os.environ.get(k, v) for k, v in aws.items()})
-    pg = FreshPostgres()
-    pg.migrate()
-    s3, redis = service("S3"), service("REDIS")
-    bucket, stream = unique("ctk-bench-"), unique("ctk-bench-jobs-")
-
-    async def bucket_ctl(create: bool) -> None:
-        import aioboto3
-
-        async with aioboto3.Session().client("s3", endpoint_url=s3) as client:
-            if create:
-                await client.create_bucket(Bucket=bucket)
-                return
-            listing = await client.list_objects_v2(Bucket=bucket)
-            for obj in listing.get("Contents", []):
-                await client.delete_object(Bucket=bucket, Key=obj["Key"])
-            await client.delete_bucket(Bucket=bucket)
-
-    asyncio.run(bucket_ctl(True))
-    env = base_env(tmp / "home")
-    env.update(
-        aws,
-        CONTRACKT_DATABASE_URL=pg.service_url,
-        CONTRACKT_STORAGE_URL=f"s3://{bucket}/docs",
-        CONTRACKT_S3_ENDPOINT_URL=s3,
-        CONTRACKT_QUEUE_URL=f"{redis}/0/{stream}",
-        CONTRACKT_RESULTS_URL=f"{redis}/0",
-        CONTRACKT_RATE_LIMIT_URL=f"{redis}/0",
-    )
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        a, b = tenant(env, "A"), tenant(env, "B")
-        port = free_port()
-        procs.append(start(["api", "--port", str(port)], env, tmp / "api.log"))
-        for i in range(2):
-            procs.append(start(["worker"], env, tmp / f"worker-{i}.log"))
-        wait_ready(f"http://127.0.0.1:{port}/v1/health/live", procs)
-        deadline = time.monotonic() + 300
-        for i in range(2):
-            log = tmp / f"worker-{i}.log"
-            while "worker.started" not in log.read_text(errors="replace"):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"worker {i} did not start")
-                time.sleep(0.5)
-        return asyncio.run(scenario(f"http://127.0.0.1:{port}", a, b, scans))
-    finally:
-        stop(procs)
-        asyncio.run(drop_redis_queue(redis, stream))
-        asyncio.run(bucket_ctl(False))
-        asyncio.run(pg.drop())
+    with stack.production(tmp, ["A", "B"], workers=2) as (s, (a, b)):
+        return asyncio.run(scenario(s.url, a, b, scans))
 
 
 def main() -> None:

@@ -1,0 +1,3 @@
+from bench.load.run import main
+
+raise SystemExit(main())
