@@ -10,8 +10,8 @@ In a fresh PostgreSQL database (its own roles, migrated, dropped at the end):
    per-tenant advisory lock); 8 tenants 8 at a time (the baseline: no shared lock);
 2. ``--rows`` audit rows bulk-loaded with COPY (one tenant with a valid ``--big``-row chain,
    one with a valid 1,000-row chain, the rest spread over 1,000-row filler tenants), then:
-   the audit read a receipt makes (``ReceiptService.issue`` reads the tenant's whole chain
-   and keeps its job's rows), the same rows by ``job_id`` (``ix_audit_job``), ``audit verify``
+   the audit read receipts made until 2026-11-27 (the tenant's whole chain, keeping its job's
+   rows), the read they make now (``AuditRepository.job_events``: by ``job_id``, ``ix_audit_job``), ``audit verify``
    of one tenant, and appends again with the table full; the small tenant's read is also
    timed before the load, so table size and chain length can be told apart;
 3. the object store (moto S3 from ``.test-services/env``; moto is not S3, the figure is the
@@ -152,19 +152,17 @@ async def valid_chain(conn: Any, tenant_id: str, n: int, start: datetime) -> str
 
 
 async def audit_reads(c: Any, tenant_id: str, job_id: str, repeat: int) -> dict[str, Any]:
-    import sqlalchemy as sa
 
-    from contrackt.adapters.db.tables import audit_logs
     from contrackt.services.audit import verify
 
-    async def receipt_read() -> None:  # what ReceiptService.issue reads
+    async def receipt_read() -> None:  # what ReceiptService.issue read before it used job_events
         async with c.uow(tenant_id) as u:
             rows = [r for r in await u.audit.chain(tenant_id) if r.event.job_id == job_id]
         assert rows, "the job's audit rows were not found"
 
-    async def by_job() -> None:
+    async def by_job() -> None:  # what ReceiptService.issue reads now
         async with c.uow(tenant_id) as u:
-            found = (await u.conn.execute(sa.select(audit_logs).where(audit_logs.c.job_id == job_id))).all()
+            found = await u.audit.job_events(tenant_id, job_id)
         assert found
 
     async def verify_one() -> None:
