@@ -8,7 +8,8 @@ picks a zoom per page instead (ADR 0017, "Adaptive resolution"):
   image file's stated DPI;
 * a 1-bit scan at fax resolution (204 x 98 or 204 x 196 dpi, anything bilevel up
   to ``FAX_MAX_DPI``) is never rendered below its native resolution: a thin stroke
-  that falls between two output pixels is lost for good;
+  that falls between two output pixels is lost for good (the detector still sees the page
+  at the engine's zoom, shrunk from that render: only the recogniser's line crops gain);
 * after the first pass, the page's median text-box height in points says whether
   the detector saw the text at the height it reads best (``EngineSpec.box_px``):
   small print is re-read larger, never above the scan's native resolution (that adds
@@ -24,14 +25,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FAX_MAX_DPI", "MAX_ZOOM", "MIN_ZOOM", "Native", "choose_zoom", "page_native", "reread_zoom"]
+__all__ = ["FAX_MAX_DPI", "MAX_ZOOM", "MIN_ZOOM", "REREAD_RATIO", "Native", "choose_zoom", "page_native", "reread_zoom"]
 
 MIN_ZOOM = 0.75  # 54 dpi: below this the detector loses punctuation and accents
 MAX_ZOOM = 3.0  # 216 dpi: recognition crops are resized to 48 px anyway
 FAX_MAX_DPI = 240.0  # bilevel scans up to this resolution are treated as faxes
 MIN_COVER = 0.5  # the scan covers at least half of the page
 # a second pass only when the wanted zoom differs from the first by more than this factor
-REREAD_RATIO = 1.3
+REREAD_RATIO = 1.25
 
 
 @dataclass(frozen=True)
@@ -52,28 +53,32 @@ def _clamp(value: float, lo: float, hi: float) -> float:
     return min(hi, max(lo, value))
 
 
-def _floor(native: Native) -> float:
+def _floor(native: Native, fax_floor: bool) -> float:
     """The lowest zoom allowed: the native resolution of a fax, else ``MIN_ZOOM``."""
-    if native.bilevel and max(native.xdpi, native.ydpi) <= FAX_MAX_DPI:
+    if fax_floor and native.bilevel and max(native.xdpi, native.ydpi) <= FAX_MAX_DPI:
         return max(MIN_ZOOM, native.zoom)
     return MIN_ZOOM
 
 
 def choose_zoom(
-    default: float, native: Native | None, text_pt: float | None = None, box_px: float | None = None
+    default: float,
+    native: Native | None,
+    text_pt: float | None = None,
+    box_px: float | None = None,
+    fax_floor: bool = True,
 ) -> float:
     """The zoom to render a page at.
 
     ``default``: the engine's zoom, returned unchanged when ``native`` is unknown.
     ``text_pt``: the median detected text-box height in points (from a first pass), and
     ``box_px`` the box height in pixels the engine reads best; without both, the zoom
-    is the engine's, raised to a fax's native resolution.
+    is the engine's, raised to a fax's native resolution (unless ``fax_floor`` is off).
     """
     if native is None or not (math.isfinite(native.xdpi) and math.isfinite(native.ydpi)):
         return default
     if native.xdpi <= 0 or native.ydpi <= 0:
         return default
-    floor = _floor(native)
+    floor = _floor(native, fax_floor)
     zoom = default
     if text_pt is not None and box_px is not None and text_pt > 0 and math.isfinite(text_pt):
         wanted = box_px / text_pt
@@ -85,13 +90,18 @@ def choose_zoom(
 
 
 def reread_zoom(
-    first: float, default: float, native: Native | None, text_pt: float | None, box_px: float | None
+    first: float,
+    default: float,
+    native: Native | None,
+    text_pt: float | None,
+    box_px: float | None,
+    fax_floor: bool = True,
 ) -> float | None:
     """The zoom to read the page again at, after a first pass at ``first`` found text
     ``text_pt`` points high; None when the first pass was close enough."""
     if native is None or text_pt is None or box_px is None:
         return None
-    second = choose_zoom(default, native, text_pt, box_px)
+    second = choose_zoom(default, native, text_pt, box_px, fax_floor)
     if second > first * REREAD_RATIO or second < first / REREAD_RATIO:
         return second
     return None

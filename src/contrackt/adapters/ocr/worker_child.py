@@ -437,7 +437,7 @@ class PageWorker:
         """OCR a page ``width`` x ``height`` points that ``render(zoom)`` draws (BGR pixels);
         ``native()`` is the scan's resolution when it can be read (adaptive scale)."""
         from contrackt.adapters.ocr.engines import ENGINES
-        from contrackt.adapters.ocr.resolution import choose_zoom, reread_zoom
+        from contrackt.adapters.ocr.resolution import REREAD_RATIO, choose_zoom, reread_zoom
 
         engine = self.get_engine(engine_name)
         spec = ENGINES[engine_name]
@@ -445,9 +445,16 @@ class PageWorker:
         scan = None
         if self.config.zoom is None and self.config.adaptive_scale and spec.box_px is not None:
             scan = native()
-            first = choose_zoom(spec.zoom, scan)
-        out, rotation, text_pt = self._ocr_at(render, index, engine, width, height, first, None)
-        second = reread_zoom(out["zoom"] or first, spec.zoom, scan, text_pt, spec.box_px) if out["lines"] else None
+            first = choose_zoom(spec.zoom, scan, fax_floor=spec.fax_floor)
+        # a fax rendered at its native resolution is still detected at the engine's zoom: the
+        # detector reads text of a given height best, the recogniser gains from the pixels
+        det_zoom = spec.zoom if scan is not None and first > spec.zoom else None
+        out, rotation, text_pt = self._ocr_at(render, index, engine, width, height, first, None, det_zoom)
+        done = float(out["zoom"] or first)
+        second = reread_zoom(done, spec.zoom, scan, text_pt, spec.box_px, spec.fax_floor) if out["lines"] else None
+        if second is not None:  # the pixel budget may hold the second pass where the first was
+            budget = render_zoom(width, height, second, self.config.max_pixels, self.config.max_side_px)
+            second = second if max(budget / done, done / budget) >= REREAD_RATIO else None
         if second is not None:
             again, _, _ = self._ocr_at(render, index, engine, width, height, second, rotation)
             if again["confidence"] >= out["confidence"]:
@@ -474,9 +481,11 @@ class PageWorker:
         height: float,
         wanted: float,
         rotation: int | None,
+        det_zoom: float | None = None,
     ) -> tuple[dict[str, Any], int, float | None]:
-        """One pass at ``wanted`` (lowered to the pixel budget): the page, its rotation and
-        the median height of its text boxes in points (None without boxes)."""
+        """One pass at ``wanted`` (lowered to the pixel budget), text detected at ``det_zoom``
+        when that is lower: the page, its rotation and the median height of its text boxes
+        in points (None without boxes)."""
         from contrackt.adapters.ocr.rapidocr_engine import group_rows
 
         zoom = render_zoom(width, height, wanted, self.config.max_pixels, self.config.max_side_px)
@@ -496,7 +505,10 @@ class PageWorker:
             rotation = self.orienter.detect(image) if self.orienter is not None else 0
         if rotation:
             image = _rotate(image, rotation)
-        boxes = engine.recognize(image)
+        if det_zoom is not None and det_zoom < zoom:
+            boxes = engine.recognize(image, det_zoom / zoom)
+        else:
+            boxes = engine.recognize(image)
         text_pt = _median_box_height(boxes) / zoom if boxes else None
         lines = group_rows(boxes, correct=self.config.postcorrect)
         h_px, w_px = image.shape[:2]
