@@ -132,3 +132,16 @@ def test_a_fax_reads_through_the_pool_with_the_adaptive_scale() -> None:
     assert value <= 0.02, f"CER {value:.2%}"
     x0, y0, x1, y1 = page.lines[0].bbox  # boxes still in PDF points
     assert 60 < x0 < x1 < 560 and 20 < y0 < y1 < 120
+
+
+def test_the_setting_reaches_the_children_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from contrackt.bootstrap_ocr import make_extractor
+    from contrackt.settings import Settings
+
+    for value, expected in (("false", False), ("true", True)):
+        monkeypatch.setenv("CONTRACKT_OCR_ADAPTIVE_SCALE", value)
+        pool = make_extractor(Settings(home=str(tmp_path)), preload=False)
+        assert isinstance(pool, ProcessPoolExtractor)
+        assert pool._config.adaptive_scale is expected
+    monkeypatch.delenv("CONTRACKT_OCR_ADAPTIVE_SCALE")
+    assert Settings(home=str(tmp_path)).ocr_adaptive_scale  # on unless turned off (ADR 0017 §5)
