@@ -156,6 +156,14 @@ def build_sets(corpus: Path, quick: bool, only: list[str] | None) -> list[DocSet
 
         dense_pdf, dense_refs = cached()
         sets.append(DocSet("dense", dense_pdf, dense_refs))
+    # generated (bench/ocr/rescan.py): corpus pages rescanned at 300 / 200 dpi, reduced
+    # to 60 % at 300 dpi, and as 1-bit faxes; only when named
+    from bench.ocr import rescan
+
+    for name in rescan.SETS:
+        if only and name in only:
+            pdf, refs = rescan.cached(corpus, name)
+            sets.append(DocSet(name, pdf, refs))
     if quick:
         hard = next(s for s in sets if s.name == "scan_hard")
         hard.pages, hard.refs = [0, 2, 4, 5, 8], [gt[i] for i in (0, 2, 4, 5, 8)]
@@ -179,6 +187,7 @@ async def run_engine(
     postcorrect: bool = True,
     latin: bool = True,
     rec_min_width: int = 0,
+    adaptive: bool = True,
 ) -> list[Row]:
     pool = ProcessPoolExtractor(
         workers=workers,
@@ -187,6 +196,7 @@ async def run_engine(
         postcorrect=postcorrect,
         latin=latin,
         rec_min_width=rec_min_width,
+        adaptive_scale=adaptive,
     )
     await pool.start()
     rows = []
@@ -333,7 +343,7 @@ def fmt(v: float | None, pct: bool = True) -> str:
     return f"{v:.2%}" if pct else f"{v:.2f}"
 
 
-def print_rows(rows: list[Row]) -> None:
+def print_rows(rows: list[Row], show_zooms: bool = False) -> None:
     head = (
         f"{'engine':<19} {'set':<18}{'pages':>5}{'CER':>9}{'words':>8}{'accents':>9}"
         f"{'cpf':>7}{'cnpj':>7}{'date':>7}{'R$':>7}{'s/page':>8}{'pages/s':>9}{'RSS MB':>8}"
@@ -359,6 +369,8 @@ def print_rows(rows: list[Row]) -> None:
             f"{r.s_per_page:>8.3f}{r.pages_per_s:>9.2f}{fmt(r.peak_rss_mb, False):>8}"
             f"  {ratios[0]:<28}{ratios[1]:<20}"
         )
+        if show_zooms and r.zooms and r.engine not in PEERS:
+            print(f"{'':<18}  zoom per page {[round(z, 2) for z in r.zooms]}")
         if r.set in ("cardinal",) and r.page_recall:
             print(f"{'':<18}  per-page word recall {[round(x, 3) for x in r.page_recall]} rotation {r.rotations}")
 
@@ -383,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="PX",
         help="also run the PP-OCR engines reading narrow line crops at their own width (padded to PX, not 320)",
+    )
+    ap.add_argument(
+        "--adaptive-ablation",
+        action="store_true",
+        help="also run each engine with the adaptive render scale off (rows marked /fixed)",
     )
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
@@ -416,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, rec_min_width=narrow)):
                         r.engine = f"{engine}/w{narrow}"
                         rows.append(r)
+                if args.adaptive_ablation and s.mode == "ocr":
+                    for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, adaptive=False)):
+                        r.engine = f"{engine}/fixed"
+                        rows.append(r)
                 if args.latin_ablation and s.mode == "ocr" and engine.startswith("rapidocr"):
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, latin=False)):
                         r.engine = f"{engine}/full"
@@ -429,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {s.name} done, load average {os.getloadavg()[0]:.2f}", flush=True)
     order = [s.name for s in sets]
     rows.sort(key=lambda r: order.index(r.set) if r.set in order else -1)
-    print_rows(rows)
+    print_rows(rows, show_zooms=args.adaptive_ablation)
     load = os.getloadavg()
     print(f"# load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:

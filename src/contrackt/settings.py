@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     ocr_sandbox_uid: str = "auto"
     # seccomp filter in the children: auto (when libseccomp is present) | required | off
     ocr_seccomp: Literal["auto", "required", "off"] = "auto"
+    # render scale per scanned page from its native resolution and text height (ADR 0017);
+    # false: every page at the engine's fixed zoom
+    ocr_adaptive_scale: bool = True
     page_timeout_seconds: float = 120.0
     job_timeout_seconds: float = 900.0
     # Output caps (a job over any of them fails with `output_limit`, permanently)

@@ -43,6 +43,13 @@ TINY_REC_MODEL = "tiny/rec/rec.onnx"
 TINY_DICT = "ppocrv6_tiny_dict.txt"
 
 
+# Detected text-box heights (pixels) at which each PP-OCRv6 pair reads best: the middle of the
+# range where a zoom sweep on dense, scan_hard and scan_mild pages had its lowest CER (small:
+# 18-24 px; tiny: 15-20 px, 24 px tripled its CER on scan_hard); ADR 0017 §5
+BOX_PX_SMALL = 22.0
+BOX_PX_TINY = 18.0
+
+
 class ModelMissing(RuntimeError):
     """An engine's package or model file is not installed: fail loudly at start-up."""
 
@@ -68,6 +75,12 @@ class EngineSpec:
     # text detection post-processing (rapidocr ``Det.*``); None keeps rapidocr's default
     unclip_ratio: float | None = None
     box_thresh: float | None = None
+    # adaptive render scale (resolution.py): the detected text-box height in pixels this
+    # engine reads best; None: every page at ``zoom`` (the scale is not adapted)
+    box_px: float | None = None
+    # a 1-bit fax is rendered at no less than its native resolution (detection still at ``zoom``);
+    # False where that measured worse (bench.ocr --adaptive-ablation, ADR 0017 §5)
+    fax_floor: bool = True
 
 
 ENGINES: dict[str, EngineSpec] = {
@@ -81,6 +94,7 @@ ENGINES: dict[str, EngineSpec] = {
             # did not lower CER (bench/README.md, "adaptive zoom").
             retry_zoom=None,
             retry_below=0.0,
+            box_px=BOX_PX_SMALL,
             description=(
                 "PP-OCRv6 small (det + rec, recogniser restricted to Latin script) through "
                 "rapidocr/ONNX Runtime, angle classifier off"
@@ -94,6 +108,10 @@ ENGINES: dict[str, EngineSpec] = {
             zoom=1.25,
             retry_zoom=None,
             retry_below=0.0,
+            box_px=BOX_PX_TINY,
+            # PP-OCRv6 tiny reads faxes worse from their native resolution: fax_fine CER
+            # 0.41 -> 0.59%, fax_std 2.49 -> 3.47% (ADR 0017 §5)
+            fax_floor=False,
             description="PP-OCRv6 tiny (det + rec, Latin script) through rapidocr/ONNX Runtime",
             # PP-OCRv6's own detection settings; rapidocr's defaults (1.6 / 0.5) cost
             # tiny 0.1-0.2 CER points on scan_hard at every zoom (same sweep)

@@ -48,6 +48,7 @@ class Frame:
     # how the searchable PDF can carry it: the original JPEG bytes, or re-encoded
     original_jpeg: bytes | None
     lossy: bool  # the source was lossy: re-encode as JPEG, not Flate
+    dpi_stated: bool = True  # False: the file states no (plausible) resolution, DEFAULT_DPI was assumed
 
     @property
     def size_pt(self) -> tuple[float, float]:
@@ -125,6 +126,7 @@ class ImageDocument:
             self.image.load()
             compression = str(self.image.info.get("compression", ""))
             xdpi, ydpi = _dpi(self.image.info)
+            stated = "dpi" in self.image.info and (xdpi, ydpi) != (DEFAULT_DPI, DEFAULT_DPI)
             loaded = self.image.copy() if self.format == "TIFF" else self.image
             orientation = loaded.getexif().get(ORIENTATION_TAG, 1)
             upright = ImageOps.exif_transpose(loaded) if orientation in range(2, 9) else loaded
@@ -140,7 +142,7 @@ class ImageDocument:
         if self.format == "JPEG" and upright is loaded and upright.mode in ("L", "RGB"):
             original = self.data
         lossy = self.format == "JPEG" or compression in LOSSY_TIFF
-        return Frame(upright, xdpi, ydpi, original, lossy)
+        return Frame(upright, xdpi, ydpi, original, lossy, stated)
 
     def close(self) -> None:
         self.image.close()

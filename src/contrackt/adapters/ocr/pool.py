@@ -476,6 +476,7 @@ class ProcessPoolExtractor:
         postcorrect: bool = True,
         latin: bool = True,
         rec_min_width: int = 0,
+        adaptive_scale: bool = True,
         network_isolation: str = "auto",
         sandbox_uid: str = "auto",
         seccomp: str = "auto",
@@ -490,7 +491,8 @@ class ProcessPoolExtractor:
         needs OCR (``contrackt extract``: a text-layer PDF never waits for a model).
         ``engines`` are the others a request may ask for (default: every installed one),
         each loaded by the zygote on first use. ``zoom`` overrides every engine's render
-        policy (tests, benchmarks)."""
+        policy (tests, benchmarks); ``adaptive_scale`` picks each scanned page's zoom from its
+        native resolution and text height (``resolution.py``), off: the engine's zoom."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         if network_isolation not in sandbox.NETWORK_MODES:
@@ -537,6 +539,7 @@ class ProcessPoolExtractor:
             postcorrect=postcorrect,
             latin=latin,
             rec_min_width=rec_min_width,
+            adaptive_scale=adaptive_scale,
             max_page_chars=self.caps.max_page_chars,
             max_lines_per_page=self.caps.max_lines_per_page,
             max_image_pixels=max_image_pixels,

@@ -43,6 +43,12 @@ class OcrLine:
     words: list[Word] = field(default_factory=list)  # empty unless every box of the row had words
 
 
+# rapidocr used to shrink a whole page to 2,000 px before detection and cropping; now only
+# detection is held to it, so line crops of a page rendered larger keep their pixels
+DET_MAX_SIDE = 2000
+INPUT_MAX_SIDE = 4000
+
+
 def rapidocr_params(
     det: Path,
     rec: Path,
@@ -59,6 +65,9 @@ def rapidocr_params(
         # one line per recognition run: no padding to the widest line of a batch
         # (measured 20% faster than the default batch of 6, same text)
         "Rec.rec_batch_num": 1,
+        # the page is cut into line crops at the size it was rendered (up to the pool's
+        # 4,000 px cap); detection alone is held to DET_MAX_SIDE (``RapidOcrEngine.recognize``)
+        "Global.max_side_len": INPUT_MAX_SIDE,
         "EngineConfig.onnxruntime.intra_op_num_threads": threads,
         "EngineConfig.onnxruntime.inter_op_num_threads": threads,
     }
@@ -130,8 +139,21 @@ class RapidOcrEngine:
             self._tmp.cleanup()  # the sessions hold the model now
             self._tmp = None
 
-    def recognize(self, image: np.ndarray) -> list[OcrBox]:
-        out = self._ocr(image, use_cls=False, return_word_box=True)
+    def recognize(self, image: np.ndarray, det_scale: float = 1.0) -> list[OcrBox]:
+        """Text boxes of ``image``; detection runs on it shrunk by ``det_scale`` (< 1: the text
+        is larger than the detector reads best) and never over ``DET_MAX_SIDE``, while the
+        recogniser reads line crops cut from ``image`` itself."""
+        det = self._ocr.text_det
+        side = max(image.shape[:2])
+        limit = int(min(DET_MAX_SIDE, side * min(1.0, max(det_scale, 0.05))))
+        saved = (det.limit_type, det.limit_side_len) if det is not None else None
+        if det is not None and limit < side:
+            det.limit_type, det.limit_side_len = "max", max(32, limit)
+        try:
+            out = self._ocr(image, use_cls=False, return_word_box=True)
+        finally:
+            if det is not None and saved is not None:
+                det.limit_type, det.limit_side_len = saved
         boxes = getattr(out, "boxes", None)
         txts = getattr(out, "txts", None)
         scores = getattr(out, "scores", None)

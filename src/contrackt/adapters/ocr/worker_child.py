@@ -46,6 +46,7 @@ from contrackt.adapters.ocr.protocol import encode, read_frame, write_all
 
 if TYPE_CHECKING:
     from contrackt.adapters.ocr.images import Frame, ImageDocument
+    from contrackt.adapters.ocr.resolution import Native
 
 # Test engines (enabled only by configuration): misbehave on purpose.
 FAULT_ENGINES = ("crash", "hang", "oom", "forge", "oversize", "probe")
@@ -74,6 +75,9 @@ class ChildConfig:
     postcorrect: bool = True  # rapidocr_engine.fix_text (measured: bench --postcorrect-ablation)
     latin: bool = True  # Latin-restricted PP-OCR recognisers (measured: bench --latin-ablation)
     rec_min_width: int = 0  # > 0: narrow crops read at their own width (bench --narrow-ablation)
+    # render scale per page from the scan's native resolution and text height (resolution.py;
+    # measured: bench --adaptive-ablation); off: every page at the engine's zoom
+    adaptive_scale: bool = True
     max_page_chars: int = 100_000
     max_lines_per_page: int = 2_000
     max_image_pixels: int = 50_000_000  # declared pixels of one image frame (checked before decoding)
@@ -368,7 +372,9 @@ class PageWorker:
         except ImageRefused as exc:
             raise ChildError(exc.code, exc.message) from None
         width, height = frame.size_pt
-        out = self._ocr_policy(index, engine, width, height, lambda zoom: _frame_pixels(frame, zoom))
+        out = self._ocr_policy(
+            index, engine, width, height, lambda zoom: _frame_pixels(frame, zoom), lambda: _frame_native(frame)
+        )
         if len(out["lines"]) > self.config.max_lines_per_page or len(out["text"]) > self.config.max_page_chars:
             raise ChildError("output_limit", "the page's text is over the output caps")
         return out
@@ -411,18 +417,48 @@ class PageWorker:
     def ocr_page(self, page: Any, index: int, engine_name: str) -> dict[str, Any]:
         """OCR one page with ``engine_name``'s render policy (zoom, low-confidence retry)."""
         width, height = (float(v) for v in page.get_size())
-        return self._ocr_policy(index, engine_name, width, height, lambda zoom: _page_pixels(page, zoom))
+
+        def native() -> Native | None:
+            from contrackt.adapters.ocr.resolution import page_native
+
+            return page_native(page)
+
+        return self._ocr_policy(index, engine_name, width, height, lambda zoom: _page_pixels(page, zoom), native)
 
     def _ocr_policy(
-        self, index: int, engine_name: str, width: float, height: float, render: Callable[[float], Any]
+        self,
+        index: int,
+        engine_name: str,
+        width: float,
+        height: float,
+        render: Callable[[float], Any],
+        native: Callable[[], Native | None] = lambda: None,
     ) -> dict[str, Any]:
-        """OCR a page ``width`` x ``height`` points that ``render(zoom)`` draws (BGR pixels)."""
+        """OCR a page ``width`` x ``height`` points that ``render(zoom)`` draws (BGR pixels);
+        ``native()`` is the scan's resolution when it can be read (adaptive scale)."""
         from contrackt.adapters.ocr.engines import ENGINES
+        from contrackt.adapters.ocr.resolution import REREAD_RATIO, choose_zoom, reread_zoom
 
         engine = self.get_engine(engine_name)
         spec = ENGINES[engine_name]
         first = self.config.zoom or spec.zoom
-        out, rotation = self._ocr_at(render, index, engine, width, height, first, None)
+        scan = None
+        if self.config.zoom is None and self.config.adaptive_scale and spec.box_px is not None:
+            scan = native()
+            first = choose_zoom(spec.zoom, scan, fax_floor=spec.fax_floor)
+        # a fax rendered at its native resolution is still detected at the engine's zoom: the
+        # detector reads text of a given height best, the recogniser gains from the pixels
+        det_zoom = spec.zoom if scan is not None and first > spec.zoom else None
+        out, rotation, text_pt = self._ocr_at(render, index, engine, width, height, first, None, det_zoom)
+        done = float(out["zoom"] or first)
+        second = reread_zoom(done, spec.zoom, scan, text_pt, spec.box_px, spec.fax_floor) if out["lines"] else None
+        if second is not None:  # the pixel budget may hold the second pass where the first was
+            budget = render_zoom(width, height, second, self.config.max_pixels, self.config.max_side_px)
+            second = second if max(budget / done, done / budget) >= REREAD_RATIO else None
+        if second is not None:
+            again, _, _ = self._ocr_at(render, index, engine, width, height, second, rotation)
+            if again["confidence"] >= out["confidence"]:
+                out = again
         retry = spec.retry_zoom
         if (
             self.config.zoom is None
@@ -431,7 +467,7 @@ class PageWorker:
             and out["lines"]
             and out["confidence"] < spec.retry_below
         ):
-            again, _ = self._ocr_at(render, index, engine, width, height, retry, rotation)
+            again, _, _ = self._ocr_at(render, index, engine, width, height, retry, rotation)
             if again["confidence"] > out["confidence"]:
                 out = again
         return out
@@ -445,7 +481,11 @@ class PageWorker:
         height: float,
         wanted: float,
         rotation: int | None,
-    ) -> tuple[dict[str, Any], int]:
+        det_zoom: float | None = None,
+    ) -> tuple[dict[str, Any], int, float | None]:
+        """One pass at ``wanted`` (lowered to the pixel budget), text detected at ``det_zoom``
+        when that is lower: the page, its rotation and the median height of its text boxes
+        in points (None without boxes)."""
         from contrackt.adapters.ocr.rapidocr_engine import group_rows
 
         zoom = render_zoom(width, height, wanted, self.config.max_pixels, self.config.max_side_px)
@@ -459,13 +499,17 @@ class PageWorker:
             "lines": [],
         }
         if zoom <= 0:
-            return out, 0
+            return out, 0, None
         image = render(zoom)
         if rotation is None:
             rotation = self.orienter.detect(image) if self.orienter is not None else 0
         if rotation:
             image = _rotate(image, rotation)
-        boxes = engine.recognize(image)
+        if det_zoom is not None and det_zoom < zoom:
+            boxes = engine.recognize(image, det_zoom / zoom)
+        else:
+            boxes = engine.recognize(image)
+        text_pt = _median_box_height(boxes) / zoom if boxes else None
         lines = group_rows(boxes, correct=self.config.postcorrect)
         h_px, w_px = image.shape[:2]
         out_lines = []
@@ -488,7 +532,14 @@ class PageWorker:
             text="\n".join(ln.text for ln in lines),
             lines=out_lines,
         )
-        return out, int(rotation)
+        return out, int(rotation), text_pt
+
+
+def _median_box_height(boxes: list[Any]) -> float:
+    """The median height (pixels) of detected text boxes: the mean of each quadrilateral's
+    two side edges, so a skewed line is not taller than it is."""
+    heights = sorted((math.hypot(*(b.quad[3] - b.quad[0])) + math.hypot(*(b.quad[2] - b.quad[1]))) / 2 for b in boxes)
+    return float(heights[len(heights) // 2])
 
 
 def _text_line(line: Any) -> dict[str, Any]:
@@ -520,6 +571,15 @@ def _frame_pixels(frame: Frame, zoom: float) -> Any:
     width, height = frame.size_pt
     pixels = scaled(frame.image, round(width * zoom), round(height * zoom))
     return np.ascontiguousarray(np.asarray(pixels)[:, :, ::-1])
+
+
+def _frame_native(frame: Frame) -> Native | None:
+    """An image frame's native resolution, when its file states one."""
+    from contrackt.adapters.ocr.resolution import Native
+
+    if not frame.dpi_stated:
+        return None
+    return Native(frame.xdpi, frame.ydpi, frame.image.mode == "1")
 
 
 def open_image(data: bytes, media_type: str, max_pixels: int, max_frames: int) -> ImageDocument:
