@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -22,8 +23,10 @@ from pathlib import Path
 DPI = 300
 A4 = (2480, 3508)  # pixels at 300 dpi
 MARGIN = 170
-FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-FONT_BOLD = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+# Debian's fonts-dejavu-core; CONTRACKT_BENCH_FONTS names another folder holding the two files
+FONTS = os.environ.get("CONTRACKT_BENCH_FONTS", "/usr/share/fonts/truetype/dejavu")
+FONT = f"{FONTS}/DejaVuSans.ttf"
+FONT_BOLD = f"{FONTS}/DejaVuSans-Bold.ttf"
 VERSION = 2  # bump when the pages or their text change (the cached PDF is keyed on it)
 
 WORDS = (

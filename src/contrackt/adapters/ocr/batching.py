@@ -182,12 +182,18 @@ def recognise(crops: Sequence[np.ndarray], runner: LineRunner, bucketing: Bucket
     """Read every crop (H x W x 3, uint8) in width-bucketed batches; one reading per crop, in order."""
     widths = [scaled_width(c) for c in crops]
     out: list[LineReading | None] = [None] * len(crops)
-    for members, width in plan(widths, bucketing):
+    plans = plan(widths, bucketing)
+    batches: list[np.ndarray] = []
+    for members, width in plans:
         batch = np.zeros((len(members), 3, REC_HEIGHT, width), dtype=np.float32)
         for row, i in enumerate(members):
             w = min(widths[i], width)
             batch[row, :, :, :w] = normalise(crops[i], w)
-        ids, probs = runner(batch)
+        batches.append(batch)
+    # a runner that can take them all at once (the GPU batcher) gets them together
+    run_many = getattr(runner, "run_many", None)
+    outputs = run_many(batches) if run_many is not None else [runner(b) for b in batches]
+    for (members, width), (ids, probs) in zip(plans, outputs, strict=True):
         for row, i in enumerate(members):
             w = min(widths[i], width)
             # a line narrower than min_width is read as PaddleOCR reads it alone: with its padding
@@ -213,10 +219,11 @@ class BatchedTextRecognizer:
     """Stands in for rapidocr's ``TextRecognizer``: the same inputs and outputs (texts, scores and the
     per-character columns the word boxes are built from), read in width-bucketed batches."""
 
-    def __init__(self, inner: Any, bucketing: Bucketing = Bucketing()) -> None:
+    def __init__(self, inner: Any, bucketing: Bucketing = Bucketing(), runner: LineRunner | None = None) -> None:
         self.inner = inner  # rapidocr's TextRecognizer: its session and CTC decoder
         self.decoder = inner.postprocess_op
-        self.runner = OrtLineRunner(inner.session.session)
+        # the model: rapidocr's own ONNX Runtime session unless another runner (the GPU's) is given
+        self.runner: LineRunner = runner if runner is not None else OrtLineRunner(inner.session.session)
         self.bucketing = bucketing
 
     def __call__(self, args: Any) -> Any:
