@@ -188,6 +188,7 @@ async def run_engine(
     latin: bool = True,
     rec_min_width: int = 0,
     adaptive: bool = True,
+    fax_cleanup: bool = True,
 ) -> list[Row]:
     pool = ProcessPoolExtractor(
         workers=workers,
@@ -197,6 +198,7 @@ async def run_engine(
         latin=latin,
         rec_min_width=rec_min_width,
         adaptive_scale=adaptive,
+        fax_cleanup=fax_cleanup,
     )
     await pool.start()
     rows = []
@@ -401,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run each engine with the adaptive render scale off (rows marked /fixed)",
     )
+    ap.add_argument(
+        "--cleanup-ablation",
+        action="store_true",
+        help="also run each engine with fax cleanup off (rows marked /raw-fax; fax sets only)",
+    )
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
     if not args.corpus.is_dir():
@@ -436,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.adaptive_ablation and s.mode == "ocr":
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, adaptive=False)):
                         r.engine = f"{engine}/fixed"
+                        rows.append(r)
+                if args.cleanup_ablation and s.name.startswith("fax"):
+                    for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, fax_cleanup=False)):
+                        r.engine = f"{engine}/raw-fax"
                         rows.append(r)
                 if args.latin_ablation and s.mode == "ocr" and engine.startswith("rapidocr"):
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, latin=False)):

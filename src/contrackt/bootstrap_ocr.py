@@ -42,6 +42,7 @@ def make_extractor(settings: Settings, preload: bool = True) -> Extractor:
         sandbox_uid=settings.ocr_sandbox_uid,
         seccomp=settings.ocr_seccomp,
         adaptive_scale=settings.ocr_adaptive_scale,
+        fax_cleanup=settings.ocr_fax_cleanup,
         caps=OutputCaps(
             max_page_chars=settings.max_page_chars,
             max_lines_per_page=settings.max_lines_per_page,

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     # render scale per scanned page from its native resolution and text height (ADR 0017);
     # false: every page at the engine's fixed zoom
     ocr_adaptive_scale: bool = True
+    # fax pages (bilevel, <= 240 dpi) cleaned before OCR: vertical streaks and specks (ADR 0017 §6)
+    ocr_fax_cleanup: bool = True
     page_timeout_seconds: float = 120.0
     job_timeout_seconds: float = 900.0
     # Output caps (a job over any of them fails with `output_limit`, permanently)

@@ -477,6 +477,7 @@ class ProcessPoolExtractor:
         latin: bool = True,
         rec_min_width: int = 0,
         adaptive_scale: bool = True,
+        fax_cleanup: bool = True,
         network_isolation: str = "auto",
         sandbox_uid: str = "auto",
         seccomp: str = "auto",
@@ -492,7 +493,8 @@ class ProcessPoolExtractor:
         ``engines`` are the others a request may ask for (default: every installed one),
         each loaded by the zygote on first use. ``zoom`` overrides every engine's render
         policy (tests, benchmarks); ``adaptive_scale`` picks each scanned page's zoom from its
-        native resolution and text height (``resolution.py``), off: the engine's zoom."""
+        native resolution and text height (``resolution.py``), off: the engine's zoom;
+        ``fax_cleanup`` whitens streaks and specks on fax pages before OCR (``cleanup.py``)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         if network_isolation not in sandbox.NETWORK_MODES:
@@ -540,6 +542,7 @@ class ProcessPoolExtractor:
             latin=latin,
             rec_min_width=rec_min_width,
             adaptive_scale=adaptive_scale,
+            fax_cleanup=fax_cleanup,
             max_page_chars=self.caps.max_page_chars,
             max_lines_per_page=self.caps.max_lines_per_page,
             max_image_pixels=max_image_pixels,

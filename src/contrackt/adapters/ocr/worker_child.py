@@ -78,6 +78,7 @@ class ChildConfig:
     # render scale per page from the scan's native resolution and text height (resolution.py;
     # measured: bench --adaptive-ablation); off: every page at the engine's zoom
     adaptive_scale: bool = True
+    fax_cleanup: bool = True  # streaks and specks whitened on fax pages (cleanup.py)
     max_page_chars: int = 100_000
     max_lines_per_page: int = 2_000
     max_image_pixels: int = 50_000_000  # declared pixels of one image frame (checked before decoding)
@@ -449,6 +450,10 @@ class PageWorker:
         # a fax rendered at its native resolution is still detected at the engine's zoom: the
         # detector reads text of a given height best, the recogniser gains from the pixels
         det_zoom = spec.zoom if scan is not None and first > spec.zoom else None
+        if self.config.fax_cleanup:
+            from contrackt.adapters.ocr.cleanup import cleaned
+
+            render = cleaned(render, scan if scan is not None else native())
         out, rotation, text_pt = self._ocr_at(render, index, engine, width, height, first, None, det_zoom)
         done = float(out["zoom"] or first)
         second = reread_zoom(done, spec.zoom, scan, text_pt, spec.box_px, spec.fax_floor) if out["lines"] else None
