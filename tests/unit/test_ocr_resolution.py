@@ -68,6 +68,7 @@ def test_a_fax_is_never_rendered_below_its_native_resolution() -> None:
     # an engine that reads faxes worse at their resolution (the fast profile) opts out
     assert choose_zoom(1.25, Native(204, 98, bilevel=True), fax_floor=False) == 1.25
     assert ENGINES["rapidocr"].fax_floor and not ENGINES["rapidocr-fast"].fax_floor
+    assert ENGINES["rapidocr-fast"].fax_floor_cleaned  # with fax cleanup on (ADR 0017 §6)
     # a grey 200 dpi scan has no such floor
     assert choose_zoom(DEFAULT, Native(204, 196), text_pt=200.0, box_px=BOX) == MIN_ZOOM
     # nor a 1-bit 300 dpi office scan (rendered at the engine's zoom, as before)

@@ -444,9 +444,10 @@ class PageWorker:
         spec = ENGINES[engine_name]
         first = self.config.zoom or spec.zoom
         scan = None
+        fax_floor = spec.fax_floor or (self.config.fax_cleanup and spec.fax_floor_cleaned)
         if self.config.zoom is None and self.config.adaptive_scale and spec.box_px is not None:
             scan = native()
-            first = choose_zoom(spec.zoom, scan, fax_floor=spec.fax_floor)
+            first = choose_zoom(spec.zoom, scan, fax_floor=fax_floor)
         # a fax rendered at its native resolution is still detected at the engine's zoom: the
         # detector reads text of a given height best, the recogniser gains from the pixels
         det_zoom = spec.zoom if scan is not None and first > spec.zoom else None
@@ -456,7 +457,7 @@ class PageWorker:
             render = cleaned(render, scan if scan is not None else native())
         out, rotation, text_pt = self._ocr_at(render, index, engine, width, height, first, None, det_zoom)
         done = float(out["zoom"] or first)
-        second = reread_zoom(done, spec.zoom, scan, text_pt, spec.box_px, spec.fax_floor) if out["lines"] else None
+        second = reread_zoom(done, spec.zoom, scan, text_pt, spec.box_px, fax_floor) if out["lines"] else None
         if second is not None:  # the pixel budget may hold the second pass where the first was
             budget = render_zoom(width, height, second, self.config.max_pixels, self.config.max_side_px)
             second = second if max(budget / done, done / budget) >= REREAD_RATIO else None
