@@ -119,3 +119,22 @@ def test_a_worn_fax_reads_better_cleaned_through_the_pool() -> None:
     assert after < before
     assert recall_after >= recall_before
     assert after <= 0.02, f"CER {after:.2%}"
+
+
+def test_the_fast_profile_reads_a_fax_at_its_resolution_only_when_cleaning_it() -> None:
+    import asyncio
+
+    from contrackt.ports.extractor import ExtractOptions
+
+    pdf = _worn_fax_pdf()
+    zooms = {}
+    for on in (False, True):
+        pool = ProcessPoolExtractor(workers=1, engine="rapidocr-fast", engines=[], fax_cleanup=on)
+        asyncio.run(pool.start())
+        try:
+            page = asyncio.run(pool.extract(pdf, ExtractOptions())).pages[0]
+        finally:
+            asyncio.run(pool.close())
+        assert page.source == "ocr" and page.zoom is not None
+        zooms[on] = page.zoom
+    assert zooms[True] >= round(FAX.zoom, 4) > zooms[False]
