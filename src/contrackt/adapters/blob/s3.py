@@ -15,16 +15,14 @@ delete marker), so the versions are removed right then (docs/adr/0009-evidence.m
 
 from __future__ import annotations
 
-import asyncio
 import time
-from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlparse
 
-import aioboto3
 import structlog
 from botocore.exceptions import ClientError
 
+from contrackt.adapters.s3client import LazyS3Client
 from contrackt.ports.blobstore import BlobInfo
 
 LIFECYCLE_RULE_ID = "contrackt-expire-leftovers"
@@ -57,10 +55,7 @@ class S3BlobStore:
         self.endpoint_url = endpoint_url
         self.region_name = region_name
         self.expire_days = expire_days
-        self._session = aioboto3.Session()
-        self._stack: AsyncExitStack | None = None
-        self._client: Any = None
-        self._lock = asyncio.Lock()
+        self._connection = LazyS3Client(endpoint_url, region_name)
         self._versioned: bool | None = None  # does the bucket keep versions? None: not read yet
         self._versioning_read_at = 0.0
 
@@ -73,15 +68,7 @@ class S3BlobStore:
         return cls(parts.netloc, parts.path, endpoint_url=endpoint_url, region_name=region_name)
 
     async def _s3(self) -> Any:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    stack = AsyncExitStack()
-                    self._client = await stack.enter_async_context(
-                        self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.region_name)
-                    )
-                    self._stack = stack
-        return self._client
+        return await self._connection.get()
 
     def _object(self, key: str) -> str:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -234,7 +221,4 @@ class S3BlobStore:
         return sorted(out, key=lambda b: b.key)
 
     async def close(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-        self._stack = None
-        self._client = None
+        await self._connection.close()

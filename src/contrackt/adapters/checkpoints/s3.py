@@ -9,15 +9,12 @@ bucket of its own, in an account the database's administrators do not control.
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-import aioboto3
-
 from contrackt.adapters.checkpoints.file import NAME
+from contrackt.adapters.s3client import LazyS3Client
 
 
 class S3CheckpointSink:
@@ -35,10 +32,7 @@ class S3CheckpointSink:
         self.endpoint_url = endpoint_url
         self.lock_days = lock_days
         self.lock_mode = lock_mode
-        self._session = aioboto3.Session()
-        self._stack: AsyncExitStack | None = None
-        self._client: Any = None
-        self._lock = asyncio.Lock()
+        self._connection = LazyS3Client(endpoint_url)
         self._versions: dict[str, str] = {}  # name -> the version newest() found
 
     @classmethod
@@ -49,15 +43,7 @@ class S3CheckpointSink:
         return cls(parts.netloc, parts.path, **kwargs)
 
     async def _s3(self) -> Any:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    stack = AsyncExitStack()
-                    self._client = await stack.enter_async_context(
-                        self._session.client("s3", endpoint_url=self.endpoint_url)
-                    )
-                    self._stack = stack
-        return self._client
+        return await self._connection.get()
 
     def _key(self, name: str) -> str:
         if not NAME.match(name):
@@ -110,7 +96,4 @@ class S3CheckpointSink:
         return data
 
     async def close(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
-            self._client = None
+        await self._connection.close()
