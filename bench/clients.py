@@ -24,7 +24,7 @@ import asyncio
 import json
 import os
 import shutil
-import socket
+import signal
 import statistics
 import subprocess
 import sys
@@ -69,35 +69,26 @@ def ms(values: list[float]) -> dict[str, float]:
 # wait ---------------------------------------------------------------------------------------
 
 
-def _serve(home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTRACKT_")}
+def _serve(home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """``serve`` on a free port with 2 workers and no rate limits: (process, its URL, an API key)."""
+    from bench import stack
+
+    env = stack.base_env(home)
     env.update(
-        CONTRACKT_HOME=str(home),
         CONTRACKT_WORKERS="2",
         CONTRACKT_RATE_LIMIT_STATUS="100000/minute",
         CONTRACKT_RATE_LIMIT_EXTRACT="100000/minute",
         CONTRACKT_LOG_LEVEL="WARNING",
     )
-    key = json.loads(
-        subprocess.run(
-            [str(BIN), "tenant", "create", "bench", "--json"], env=env, capture_output=True, text=True, check=True
-        ).stdout
-    )["api_key"]
-    env["BENCH_KEY"] = key
-    proc = subprocess.Popen(
-        [str(BIN), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    proc.bench_key = key  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("serve did not become ready")
+    key = stack.tenant(env, "bench")
+    url = f"http://127.0.0.1:{stack.free_port()}"
+    proc = stack.start(["serve", "--port", url.rsplit(":", 1)[1]], env, home / "serve.log")
+    try:
+        stack.wait_ready(f"{url}/v1/health/ready", [proc], timeout=180)
+    except SystemExit:
+        stack.stop([proc])
+        raise
+    return proc, url, key
 
 
 def part_wait(n: int) -> dict[str, Any]:
@@ -105,12 +96,7 @@ def part_wait(n: int) -> dict[str, Any]:
 
     pdf = (CORPUS / "synthetic" / "born_digital.pdf").read_bytes()
     home = Path(tempfile.mkdtemp(prefix="ctk-bench-clients-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = _serve(home, port)
-    url = f"http://127.0.0.1:{port}"
-    key: str = proc.bench_key  # type: ignore[attr-defined]
+    proc, url, key = _serve(home)
     h = {"X-API-Key": key, "Content-Type": "application/pdf"}
     times: dict[str, list[float]] = {"wait": [], "events": [], "poll_250ms": [], "sdk_extract": []}
     requests: dict[str, list[int]] = {k: [] for k in times}
@@ -160,8 +146,9 @@ def part_wait(n: int) -> dict[str, Any]:
                     requests[name].append(way())
                     times[name].append((time.perf_counter() - started) * 1000)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        from bench import stack
+
+        stack.stop([proc], signal.SIGTERM, grace=30)
         shutil.rmtree(home, ignore_errors=True)
     return {name: {**ms(values), "requests": statistics.median(requests[name])} for name, values in times.items()}
 
