@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import corpus_path
 from tests.e2e.test_serve import BIN, free_port
+from tests.serve_process import start_serve, stop_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,35 +36,7 @@ def env_for(home: Path) -> dict[str, str]:
 
 
 def start(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [str(BIN), "serve", "--port", str(port)],
-            env=env_for(home),
-            stdout=sink,
-            stderr=sink,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"serve exited early:\n{log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"serve never became ready:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    return start_serve(env_for(home), port, log)
 
 
 def three_page_scan(tmp: Path) -> bytes:
@@ -97,7 +70,7 @@ def test_serve_sigkilled_mid_job_and_restarted_finishes_within_90s(tmp_path: Pat
         proc.wait(10)
         killed_at = time.monotonic()
     finally:
-        stop(proc)
+        stop_serve(proc)
 
     port = free_port()
     proc = start(home, port, log)
@@ -112,7 +85,7 @@ def test_serve_sigkilled_mid_job_and_restarted_finishes_within_90s(tmp_path: Pat
         result = httpx.get(f"{base}/v1/jobs/{job_id}/result", headers=h, timeout=30).json()
         assert len(result["pages"]) == 3
     finally:
-        stop(proc)
+        stop_serve(proc)
     print(f"\nrecovery (serve, default settings): job completed {recovered:.1f}s after SIGKILL, restart included")
     db = sqlite3.connect(home / "contrackt.db")
     try:

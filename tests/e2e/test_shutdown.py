@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from tests.conftest import corpus_path
-from tests.e2e.test_serve import BIN, cli, env_for, free_port, wait_all
+from tests.e2e.test_serve import cli, env_for, free_port, wait_all
+from tests.serve_process import start_serve, stop_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,27 +35,7 @@ GRACE_S = 4
 def start(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = env_for(home)
     env["CONTRACKT_SHUTDOWN_GRACE_SECONDS"] = str(GRACE_S)
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [str(BIN), "serve", "--port", str(port)], env=env, stdout=sink, stderr=sink, start_new_session=True
-        )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"serve exited early:\n{log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"serve never became ready:\n{log.read_text()[-3000:]}")
-
-
-def stop_hard(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    return start_serve(env, port, log)
 
 
 def job_states(home: Path) -> dict[str, str]:
@@ -130,7 +111,7 @@ def test_sigterm_finishes_or_releases_then_every_job_completes_once(tmp_path: Pa
         exit_s = time.monotonic() - t0
         uploader.join(30)
     finally:
-        stop_hard(proc)
+        stop_serve(proc, signal.SIGKILL, grace=10)
     print(f"\nSIGTERM -> exit in {exit_s:.1f}s (grace {GRACE_S}s); in-flight upload: {answer.get('status')}")
     assert proc.returncode is not None
     assert exit_s <= GRACE_S + 20
@@ -152,7 +133,7 @@ def test_sigterm_finishes_or_releases_then_every_job_completes_once(tmp_path: Pa
         try:
             proc.wait(30)
         finally:
-            stop_hard(proc)
+            stop_serve(proc, signal.SIGKILL, grace=10)
     db = sqlite3.connect(home / "contrackt.db")
     try:
         rows = db.execute(

@@ -20,6 +20,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from tests.conftest import corpus_path
 from tests.e2e.test_serve import BIN, env_for, free_port
+from tests.serve_process import start_serve, stop_serve
 from tests.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -44,35 +45,7 @@ def cli(home: Path, *args: str) -> str:
 
 
 def start(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [str(BIN), "serve", "--port", str(port)],
-            env=hook_env(home),
-            stdout=sink,
-            stderr=sink,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"serve exited early:\n{log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"serve never became ready:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    return start_serve(hook_env(home), port, log)
 
 
 def outbox(home: Path) -> list[tuple[str, int]]:
@@ -107,7 +80,7 @@ def test_a_restart_between_completion_and_delivery_loses_nothing(tmp_path: Path)
             proc.wait(10)
             killed_after = time.monotonic() - completed_at
         finally:
-            stop(proc)
+            stop_serve(proc)
         assert killed_after < HOLD_S, "the kill came too late to fall before the first attempt"
         assert rx.all() == [], "the event went out before the kill"
         assert outbox(home) == [("job.completed", 0)]  # committed with the completion, never attempted
@@ -122,7 +95,7 @@ def test_a_restart_between_completion_and_delivery_loses_nothing(tmp_path: Path)
                 f"http://127.0.0.1:{port}/v1/webhooks/{hook['id']}/deliveries", headers=h, timeout=10
             ).json()["deliveries"]
         finally:
-            stop(proc)
+            stop_serve(proc)
     payload = StandardWebhook(hook["secret"]).verify(got.body, got.headers)
     assert payload["type"] == "job.completed"
     assert (payload["data"]["job_id"], payload["data"]["status"]) == (job_id, "completed")
