@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import structlog
 from botocore.exceptions import ClientError
 
-from contrackt.adapters.s3client import LazyS3Client
+from contrackt.adapters.aws_client import LazyAwsClient
 from contrackt.ports.blobstore import BlobInfo
 
 LIFECYCLE_RULE_ID = "contrackt-expire-leftovers"
@@ -55,7 +55,7 @@ class S3BlobStore:
         self.endpoint_url = endpoint_url
         self.region_name = region_name
         self.expire_days = expire_days
-        self._connection = LazyS3Client(endpoint_url, region_name)
+        self._connection = LazyAwsClient("s3", endpoint_url, region_name)
         self._versioned: bool | None = None  # does the bucket keep versions? None: not read yet
         self._versioning_read_at = 0.0
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
+from contrackt.adapters.aws_client import LazyAwsClient
 from contrackt.adapters.checkpoints.file import NAME
-from contrackt.adapters.s3client import LazyS3Client
 
 
 class S3CheckpointSink:
@@ -32,7 +32,7 @@ class S3CheckpointSink:
         self.endpoint_url = endpoint_url
         self.lock_days = lock_days
         self.lock_mode = lock_mode
-        self._connection = LazyS3Client(endpoint_url)
+        self._connection = LazyAwsClient("s3", endpoint_url)
         self._versions: dict[str, str] = {}  # name -> the version newest() found
 
     @classmethod

@@ -8,14 +8,12 @@ for the tenant/purpose it was made for (and CloudTrail records the context).
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-import aioboto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contrackt.adapters.aws_client import LazyAwsClient
 from contrackt.domain.errors import KeyUnavailable
 
 
@@ -26,10 +24,7 @@ class KmsKeyProvider:
         self.key_id = key_id
         self.region_name = region_name
         self.endpoint_url = endpoint_url
-        self._session = aioboto3.Session()
-        self._stack: AsyncExitStack | None = None
-        self._client: Any = None
-        self._lock = asyncio.Lock()
+        self._connection = LazyAwsClient("kms", endpoint_url, region_name)
 
     @classmethod
     def from_url(cls, url: str) -> KmsKeyProvider:
@@ -45,15 +40,7 @@ class KmsKeyProvider:
         return cls(key_id, region_name=region, endpoint_url=endpoint)
 
     async def _kms(self) -> Any:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    stack = AsyncExitStack()
-                    self._client = await stack.enter_async_context(
-                        self._session.client("kms", region_name=self.region_name, endpoint_url=self.endpoint_url)
-                    )
-                    self._stack = stack
-        return self._client
+        return await self._connection.get()
 
     async def wrap(self, plaintext_key: bytes, context: str) -> bytes:
         try:
@@ -78,7 +65,4 @@ class KmsKeyProvider:
         return plain
 
     async def close(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-        self._stack = None
-        self._client = None
+        await self._connection.close()

@@ -1,5 +1,5 @@
-"""One aioboto3 S3 client per owner (a blob store, a checkpoint sink): opened on first use, shared by
-concurrent first users, closed with the owner."""
+"""One aioboto3 client per owner (the S3 blob store, the S3 checkpoint sink, the KMS key provider):
+opened on first use, shared by concurrent first users, closed with the owner."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import aioboto3
 
 
-class LazyS3Client:
-    def __init__(self, endpoint_url: str | None = None, region_name: str | None = None) -> None:
+class LazyAwsClient:
+    def __init__(self, service: str, endpoint_url: str | None = None, region_name: str | None = None) -> None:
+        self.service = service
         self.endpoint_url = endpoint_url
         self.region_name = region_name
         self._session = aioboto3.Session()
@@ -25,7 +26,7 @@ class LazyS3Client:
                 if self._client is None:
                     stack = AsyncExitStack()
                     self._client = await stack.enter_async_context(
-                        self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.region_name)
+                        self._session.client(self.service, endpoint_url=self.endpoint_url, region_name=self.region_name)
                     )
                     self._stack = stack
         return self._client
