@@ -98,7 +98,6 @@ class OnnxTorch:
         for init in graph.initializer:
             array = numpy_helper.to_array(init)
             self.consts[init.name] = self._const(array)
-        known = set(self.consts) | {i.name for i in graph.input}
         self.input = next(i.name for i in graph.input if i.name not in self.consts)
         self.outputs = [o.name for o in graph.output]
         self.nodes: list[tuple[Callable[..., Any], list[str], list[str], dict[str, Any]]] = []
@@ -110,7 +109,6 @@ class OnnxTorch:
             attrs = _attrs(node)
             if node.op_type == "Constant":
                 self.consts[node.output[0]] = self._const(numpy_helper.to_array(attrs["value"]))
-                known.add(node.output[0])
                 continue
             inputs = [self.alias.get(i, i) for i in node.input]
             if node.op_type == "Identity":
@@ -124,14 +122,6 @@ class OnnxTorch:
         if array.dtype.kind == "f":
             return torch.from_numpy(np.array(array, dtype=np.float32)).to(self.device, self.dtype)
         return torch.from_numpy(np.array(array, dtype=np.int64))  # CPU: shapes and axes
-
-    def to(self, dtype: str) -> OnnxTorch:
-        """This graph with its float initialisers in ``dtype`` (``float16`` for half precision)."""
-        self.dtype = getattr(self.torch, dtype)
-        for name, value in self.consts.items():
-            if value.is_floating_point():
-                self.consts[name] = value.to(self.dtype)
-        return self
 
     def __call__(self, x: Tensor, names: Sequence[str] | None = None) -> list[Tensor]:
         env: dict[str, Any] = dict(self.consts)
