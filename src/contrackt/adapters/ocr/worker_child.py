@@ -443,10 +443,12 @@ class PageWorker:
         engine = self.get_engine(engine_name)
         spec = ENGINES[engine_name]
         first = self.config.zoom or spec.zoom
-        scan = None
         fax_floor = spec.fax_floor or (self.config.fax_cleanup and spec.fax_floor_cleaned)
-        if self.config.zoom is None and self.config.adaptive_scale and spec.box_px is not None:
-            scan = native()
+        adaptive = self.config.zoom is None and self.config.adaptive_scale and spec.box_px is not None
+        # the scan's resolution, read once: the adaptive scale and the fax cleanup both want it
+        found = native() if adaptive or self.config.fax_cleanup else None
+        scan = found if adaptive else None
+        if adaptive:
             first = choose_zoom(spec.zoom, scan, fax_floor=fax_floor)
         # a fax rendered at its native resolution is still detected at the engine's zoom: the
         # detector reads text of a given height best, the recogniser gains from the pixels
@@ -454,7 +456,7 @@ class PageWorker:
         if self.config.fax_cleanup:
             from contrackt.adapters.ocr.cleanup import cleaned
 
-            render = cleaned(render, scan if scan is not None else native())
+            render = cleaned(render, found)
         out, rotation, text_pt = self._ocr_at(render, index, engine, width, height, first, None, det_zoom)
         done = float(out["zoom"] or first)
         second = reread_zoom(done, spec.zoom, scan, text_pt, spec.box_px, fax_floor) if out["lines"] else None
