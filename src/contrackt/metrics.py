@@ -114,6 +114,12 @@ OCR_SANDBOX_VIOLATIONS = Counter(
     "contrackt_ocr_sandbox_violations_total",
     "OCR children that broke the reply protocol (killed; the job failed sandbox_violation)",
 )
+OCR_DEVICE_CALLS = Counter(
+    "contrackt_ocr_device_calls_total",
+    "Model calls of OCR children answered by the worker's GPU (failed: the child read them on its CPU)",
+    ["kind", "outcome"],
+)
+OCR_DEVICE = Gauge("contrackt_ocr_device", "1 for the device this worker's OCR models run on (cpu or cuda)", ["device"])
 OCR_CHILD_PEAK_RSS = Gauge("contrackt_ocr_child_peak_rss_bytes", "Highest resident memory of an OCR child so far")
 _peak_rss = 0
 _peak_lock = threading.Lock()

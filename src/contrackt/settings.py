@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     ocr_adaptive_scale: bool = True
     # fax pages (bilevel, <= 240 dpi) cleaned before OCR: vertical streaks and specks (ADR 0017 §6)
     ocr_fax_cleanup: bool = True
+    # where the default engine's models run (ADR 0020): cpu (each OCR child) | cuda (this
+    # worker's GPU, for all its children; without one it says why and stays on the CPU) |
+    # auto (the GPU when there is one). Experimental: the GPU path is correct but not yet fast
+    ocr_device: Literal["cpu", "cuda", "auto"] = "cpu"
+    ocr_device_precision: Literal["fp32", "tf32", "fp16"] = "fp16"
     page_timeout_seconds: float = 120.0
     job_timeout_seconds: float = 900.0
     # Output caps (a job over any of them fails with `output_limit`, permanently)

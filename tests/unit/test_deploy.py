@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -36,7 +37,8 @@ from contrackt.metrics import HTTP_REQUESTS
 from contrackt.secret_files import FORBIDDEN_MODE, SECRET_SETTINGS
 from contrackt.settings import Settings
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 SCHEMAS = DEPLOY / "schemas"
 BIN = Path(sys.executable).parent
@@ -570,17 +572,37 @@ def test_the_ingress_terminates_tls_and_limits_each_client_address() -> None:
     assert int(notes["nginx.ingress.kubernetes.io/proxy-body-size"].rstrip("m")) > Settings().max_upload_mb
 
 
-def test_the_gpu_overlay_asks_for_a_gpu_and_only_places_the_pods() -> None:
+def test_the_gpu_overlay_runs_the_gpu_image_on_gpu_nodes_and_only_the_workers() -> None:
     docs = rendered("production-gpu")
     pod = one(docs, "Deployment", "contrackt-worker")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert "1" == container["resources"]["limits"]["nvidia.com/gpu"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert pod["nodeSelector"]
-    assert "cuda" == env_of(container)["CONTRACKT_OCR_DEVICE"]  # placeholder for issue 13
+    env = env_of(container)
+    assert "cuda" == env["CONTRACKT_OCR_DEVICE"]
+    assert Settings(ocr_device=env["CONTRACKT_OCR_DEVICE"], ocr_device_precision=env["CONTRACKT_OCR_DEVICE_PRECISION"])
+    assert env["CUDA_CACHE_PATH"].startswith("/tmp/")  # the only writable place
+    assert container["image"] == "registry.example.com/contrackt:0.1.0-gpu"
+    api = one(docs, "Deployment", "contrackt-api")["spec"]["template"]["spec"]["containers"][0]
+    assert api["image"] == "registry.example.com/contrackt:0.1.0"
     cpu = one(rendered("production"), "Deployment", "contrackt-worker")["spec"]["template"]["spec"]
     assert "nodeSelector" not in cpu and "nvidia.com/gpu" not in cpu["containers"][0]["resources"]["limits"]
     assert {"CONTRACKT_DATABASE_URL_FILE", "CONTRACKT_QUEUE_URL_FILE"} <= set(env_of(container))
+
+
+def test_the_gpu_image_target_installs_the_pinned_gpu_requirements() -> None:
+    """`--target worker-gpu` adds requirements-gpu.txt (every line pinned) and asks for the GPU;
+    the default build (the last stage) stays the CPU image."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", text, flags=re.M)
+    assert stages == ["base", "worker-gpu", "runtime"]
+    gpu = text.split("AS worker-gpu")[1].split("\nFROM ")[0]
+    assert "pip install --no-cache-dir -r requirements-gpu.txt" in gpu
+    assert "CONTRACKT_OCR_DEVICE=cuda" in gpu and "USER 10001" in gpu
+    assert text.rstrip().endswith("FROM base AS runtime")
+    pins = [ln for ln in (ROOT / "requirements-gpu.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert "torch==2.11.0" in pins and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", p) for p in pins)
 
 
 # ---------------------------------------------------------------- compose

@@ -91,10 +91,14 @@ class GpuBatcher:
 
     def submit_many(self, kind: str, batches: list[np.ndarray]) -> list[Any]:
         """Queue ``batches`` together (one page's recognition batches), wait for all."""
+        return [f.result() for f in self.enqueue_many(kind, batches)]
+
+    def enqueue_many(self, kind: str, batches: list[np.ndarray]) -> list[Future[Any]]:
+        """Queue ``batches`` together; their futures (an event loop awaits them wrapped)."""
         requests = [_Request(kind, b) for b in batches]
         for r in requests:
             self._queue.put(r)
-        return [r.future.result() for r in requests]
+        return [r.future for r in requests]
 
     def _loop(self) -> None:
         pending: list[_Request] = []
@@ -191,14 +195,19 @@ class BatcherDetSession:
 
 
 def load_models(
-    name: str, device: str = "cuda", precision: str = "fp32", latin: bool = True, pad_batch: bool = True
+    name: str,
+    device: str = "cuda",
+    precision: str = "fp32",
+    latin: bool = True,
+    pad_batch: bool = True,
+    model_dir: str | None = None,
 ) -> tuple[Any, Any]:
     """(detector session, line runner) of engine ``name`` on ``device`` (torch)."""
     from contrackt.adapters.ocr.engines import rapidocr_models
     from contrackt.adapters.ocr.latin import restrict_to_latin
     from contrackt.adapters.ocr.torch_graph import TorchDetSession, TorchLineRunner
 
-    det_path, rec_path, keys = rapidocr_models(name)
+    det_path, rec_path, keys = rapidocr_models(name, model_dir)
     rec = restrict_to_latin(rec_path, keys)[0] if latin else rec_path.read_bytes()
     return (
         TorchDetSession(det_path.read_bytes(), device, precision, pad_batch),

@@ -44,8 +44,8 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from contrackt.adapters.ocr import sandbox
 from contrackt.adapters.ocr.engines import DEFAULT_ENGINE, ENGINES, ModelMissing, available_engines, check_engine
@@ -83,15 +83,21 @@ from contrackt.domain.results import ExtractionResult, Page
 from contrackt.metrics import (
     OCR_CHILD_RESTARTS,
     OCR_CHILDREN_SPAWNED,
+    OCR_DEVICE,
     OCR_SANDBOX_VIOLATIONS,
     PAGE_SECONDS,
     observe_child_rss,
 )
 from contrackt.ports.extractor import DocumentInfo, ExtractOptions, ProgressCallback
 
+if TYPE_CHECKING:  # numpy and the batching code are imported only when a device is asked for
+    from contrackt.adapters.ocr.model_host import DeviceHost, PageBudget
+
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "ocr", "text")
+DEVICES = ("cpu", "cuda", "auto")  # where the default engine's models run (model_host.py)
+PRECISIONS = ("fp32", "tf32", "fp16")
 START_TIMEOUT_S = 180.0
 # A spawn may load an engine the first time a request names it.
 SPAWN_TIMEOUT_S = 180.0
@@ -486,6 +492,9 @@ class ProcessPoolExtractor:
         max_reply_bytes: int = DEFAULT_MAX_REPLY,
         production: bool = False,
         preload: bool = True,
+        device: str = "cpu",
+        device_precision: str = "fp16",
+        device_host: DeviceHost | None = None,
     ) -> None:
         """``engine`` is the deployment's default: with ``preload`` the zygote loads and
         self-tests it before ``start`` returns (workers), without it only when a page first
@@ -494,13 +503,21 @@ class ProcessPoolExtractor:
         each loaded by the zygote on first use. ``zoom`` overrides every engine's render
         policy (tests, benchmarks); ``adaptive_scale`` picks each scanned page's zoom from its
         native resolution and text height (``resolution.py``), off: the engine's zoom;
-        ``fax_cleanup`` whitens streaks and specks on fax pages before OCR (``cleanup.py``)."""
+        ``fax_cleanup`` whitens streaks and specks on fax pages before OCR (``cleanup.py``).
+        ``device`` (cpu | cuda | auto) runs the default engine's models on this process's GPU
+        for every child (``model_host.py``), opened at ``start``; without a usable one the
+        children read on their CPUs and ``device_status`` says why. ``device_host`` gives
+        one ready-made (tests: ONNX Runtime standing in for the device)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         if network_isolation not in sandbox.NETWORK_MODES:
             raise ValueError(f"network_isolation must be one of {', '.join(sandbox.NETWORK_MODES)}")
         if seccomp not in sandbox.SECCOMP_MODES:
             raise ValueError(f"seccomp must be one of {', '.join(sandbox.SECCOMP_MODES)}")
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}")
+        if device_precision not in PRECISIONS:
+            raise ValueError(f"device_precision must be one of {', '.join(PRECISIONS)}")
         if fault_engines is None:
             fault_engines = os.environ.get(FAULT_ENV, "") in ("1", "true", "yes")
         self.workers = workers
@@ -519,6 +536,10 @@ class ProcessPoolExtractor:
         self.seccomp_mode = seccomp
         self.production = production
         self.uid_base = sandbox.resolve_uid_base(sandbox_uid)
+        self.device = device
+        self.device_precision = device_precision
+        self._host = device_host
+        self._device_why = "" if device_host is not None else "not started"
         if engine not in ENGINES:
             raise UnknownEngine(f"Unknown OCR engine: {engine}")
         if engines is None:
@@ -597,6 +618,13 @@ class ProcessPoolExtractor:
         with self._live_lock:
             return [c.pid for c in self._live if not c.dead]
 
+    def device_status(self) -> dict[str, str]:
+        """Where the default engine's models run: ``cuda`` (the worker's GPU, for every child) or
+        ``cpu`` (each child's own), and why not the GPU when one was asked for."""
+        if self._host is not None:
+            return {"device": self._host.device, "engine": self._host.engine, "precision": self.device_precision}
+        return {"device": "cpu", "why": self._device_why}
+
     def zygote_pid(self) -> int | None:
         return self._zygote.proc.pid if self._zygote is not None else None
 
@@ -612,12 +640,38 @@ class ProcessPoolExtractor:
             if self._closed:
                 raise ContracktError("The extraction pool is closed")
             self.self_test()
+            self._open_device()
             if self.uid_base is None:
                 # Children share this process's uid: make its /proc/<pid>/{environ,mem} root's,
                 # so a child cannot read the worker's secrets there.
                 sandbox.prctl(sandbox.PR_SET_DUMPABLE, 0)
             self._zygote = self._start_zygote()
             self._started = True
+
+    def _open_device(self) -> None:
+        """The device host (before the zygote: its children must know to use it)."""
+        if self._host is None and self.device != "cpu":
+            from contrackt.adapters.ocr.model_host import open_host
+
+            self._host, self._device_why = open_host(
+                self.device,
+                self.engine,
+                self.device_precision,
+                self._config.latin,
+                self.model_dirs.get(self.engine),
+            )
+            if self._host is None:
+                # asked for a GPU and not getting one is an operator's business; "auto" is not
+                level = logging.WARNING if self.device == "cuda" else logging.INFO
+                log.log(level, "ocr.device.cpu: %s; OCR reads on the CPU", self._device_why)
+        elif self._host is None:
+            self._device_why = "CONTRACKT_OCR_DEVICE is cpu"
+        if self._host is not None:
+            self._config = replace(self._config, remote_models=(self._host.engine,))
+            log.info("ocr.device: %s (%s, %s)", self._host.device, self._host.engine, self.device_precision)
+        device = "cpu" if self._host is None else self._host.device
+        for name in ("cpu", "cuda"):
+            OCR_DEVICE.labels(device=name).set(1 if name == device else 0)
 
     def _start_zygote(self) -> _Zygote:
         request = {
@@ -670,6 +724,8 @@ class ProcessPoolExtractor:
             if self._zygote is not None:
                 self._zygote.stop()
                 self._zygote = None
+        if self._host is not None:
+            self._host.close()
         self._io.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ children
@@ -826,21 +882,38 @@ class ProcessPoolExtractor:
         return reply
 
     async def _exchange(
-        self, child: _Child, header: dict[str, Any], timeout: float, blob: bytes = b"", *, reply_blob: int = 0
+        self,
+        child: _Child,
+        header: dict[str, Any],
+        timeout: float,
+        blob: bytes = b"",
+        *,
+        reply_blob: int = 0,
+        device: PageBudget | None = None,
     ) -> tuple[dict[str, Any], bytes]:
         """``_call`` whose reply may carry a blob of up to ``reply_blob`` bytes (refused unread
-        beyond); only the searchable-PDF request allows one."""
+        beyond); only the searchable-PDF request allows one. With ``device`` (a page request
+        while the device host serves), the child's ``model`` requests are answered, within that
+        budget, until its reply comes."""
         loop = asyncio.get_running_loop()
         req_id = next(child.ids)
         header = {**header, "id": req_id}
-        child.reader.max_blob = reply_blob
+        host = self._host if device is not None else None
+        child.reader.max_blob = max(reply_blob, host.limits.max_request_bytes if host is not None else 0)
 
-        async def exchange() -> tuple[dict[str, Any], bytes]:
+        async def send(head: dict[str, Any], data: bytes) -> None:
             try:
-                await loop.run_in_executor(self._io, _send_frame, child.to_fd, header, blob)
+                await loop.run_in_executor(self._io, _send_frame, child.to_fd, head, data)
             except OSError:
                 raise _ChildDied() from None
+
+        async def exchange() -> tuple[dict[str, Any], bytes]:
+            await send(header, blob)
             reply, extra = await self._recv(loop, child, timeout)
+            while host is not None and device is not None and reply.get("op") == "model" and not child.frames:
+                answer, out = await host.answer(reply, extra, device)
+                await send(answer, out)
+                reply, extra = await self._recv(loop, child, timeout)
             if (extra and not reply_blob) or reply.get("id") != req_id or child.frames:
                 raise ProtocolViolation("unexpected reply")
             return reply, extra
@@ -905,7 +978,12 @@ class ProcessPoolExtractor:
     async def _page(self, child: _Child, job: _Job, index: int) -> dict[str, Any]:
         timeout = min(self.page_timeout_s, max(0.0, job.deadline - time.monotonic()))
         request = {"op": "page", "index": index, "mode": job.mode, "engine": job.engine}
-        reply = await self._call(child, request, timeout)
+        budget = None
+        if self._host is not None:
+            from contrackt.adapters.ocr.model_host import PageBudget
+
+            budget = PageBudget(self._host.limits)
+        reply, _ = await self._exchange(child, request, timeout, device=budget)
         if reply.get("op") == "error":
             if reply.get("code") == "needs_engine" and child.without_engine:
                 raise _NeedsEngine

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from contrackt.adapters.ocr.resolution import Native
 
 # Test engines (enabled only by configuration): misbehave on purpose.
-FAULT_ENGINES = ("crash", "hang", "oom", "forge", "oversize", "probe")
+FAULT_ENGINES = ("crash", "hang", "oom", "forge", "oversize", "probe", "greedy")
 # With fault engines on, a ``%SEARCHABLE:oversize|garbage|fail`` line in a PDF makes the child
 # misbehave when asked for the searchable PDF (tests of the one reply that carries a blob).
 FAULT_ENV = "CONTRACKT_OCR_FAULT_ENGINES"
@@ -83,6 +83,9 @@ class ChildConfig:
     max_lines_per_page: int = 2_000
     max_image_pixels: int = 50_000_000  # declared pixels of one image frame (checked before decoding)
     max_frames: int = 500  # an image's frames are counted up to one past this
+    # engines whose two model calls go to the worker's device over the child's pipe
+    # (model_host.py); empty: every model runs in the child, on its CPU
+    remote_models: tuple[str, ...] = ()
 
 
 class ChildError(Exception):
@@ -198,6 +201,7 @@ class PageWorker:
         self.forked = False  # a child never loads a model: it has what the zygote had loaded
         self.prepared: set[str] = set()  # engines loaded and taken through their whole page path
         self.images_warm = False  # the image decoders have been taken once
+        self.channel: Any = None  # model_host.ParentChannel when models run on the worker's device
 
     @property
     def engine(self) -> Any:
@@ -246,6 +250,13 @@ class PageWorker:
             except Exception:
                 self.orienter = None
         self.warm_up(name, images=True)
+        if name in self.config.remote_models:
+            # after the warm-up (the zygote reads on its CPU); children connect it to their pipe
+            from contrackt.adapters.ocr.model_host import ParentChannel, attach_remote
+
+            if self.channel is None:
+                self.channel = ParentChannel()
+            attach_remote(self.get_engine(name), self.channel)
         self.prepared.add(name)
 
     def warm_up(self, engine: str | None, images: bool = True) -> None:
@@ -313,7 +324,7 @@ class PageWorker:
         if self.pdf is None:
             raise ChildError("internal_error", "no document is open")
         if engine in FAULT_ENGINES and self.config.fault_engines:
-            return _fault(engine, self.pdf, index)
+            return _fault(engine, self.pdf, index, self.channel)
         if self.image is not None:
             return self.image_page(self.image, index, mode, engine)
         return self._page(self.doc, index, mode, engine)
@@ -638,7 +649,7 @@ def _marker(pdf: bytes, name: bytes) -> bytes:
     return pdf[start : end if end >= 0 else len(pdf)].strip()
 
 
-def _fault(engine: str, pdf: bytes, index: int) -> dict[str, Any]:
+def _fault(engine: str, pdf: bytes, index: int, channel: Any = None) -> dict[str, Any]:
     """Act as a child taken over by a hostile document would (tests only)."""
     if engine == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -655,6 +666,22 @@ def _fault(engine: str, pdf: bytes, index: int) -> dict[str, Any]:
         raise _RawReply(payload)
     elif engine == "oversize":
         raise _RawReply((0x7FFFFFFF).to_bytes(4, "big") + b"{")
+    elif engine == "greedy":
+        # well-formed model calls past a page's share of the worker's device (model_host.py);
+        # the modules are the zygote's already (it set the channel up)
+        if channel is None or channel.fds is None:
+            raise ChildError("internal_error", "no device to be greedy with")
+        import numpy as np
+
+        from contrackt.adapters.ocr.model_host import pack
+
+        specs, blob = pack([np.zeros((1, 3, 32, 32), np.float32)])
+        fd_in, fd_out = channel.fds
+        for _ in range(channel.limits.det_calls_per_page + 1):
+            write_all(fd_out, encode({"op": "model", "kind": "det", "arrays": specs}, blob))
+            if read_frame(fd_in) is None:
+                break
+        raise ChildError("internal_error", "the worker answered every call")
     elif engine == "probe":
         import json
 
@@ -716,6 +743,8 @@ def errno_name(number: int | None) -> str:
 def serve(fd_in: int, fd_out: int, worker: PageWorker, status: dict[str, str]) -> None:
     """Answer the parent's requests for one document until ``stop`` or end of file."""
     worker.forked = True
+    if worker.channel is not None:
+        worker.channel.connect(fd_in, fd_out)
     write_all(fd_out, encode({"op": "ready", **status}))
     while True:
         frame = read_frame(fd_in)
@@ -736,6 +765,8 @@ def serve(fd_in: int, fd_out: int, worker: PageWorker, status: dict[str, str]) -
                 out_blob = worker.searchable(list(header["pages"]), int(header["cap"]))
                 reply = {"op": "searchable", "id": req_id}
             elif op == "page":
+                if worker.channel is not None:
+                    worker.channel.begin_page()
                 page = worker.page(int(header["index"]), str(header["mode"]), str(header["engine"]))
                 reply = {"op": "page", "id": req_id, "page": page}
             else:

@@ -60,6 +60,7 @@ def _config(raw: dict[str, Any]) -> ChildConfig:
     known = {f.name for f in fields(ChildConfig)}
     values = {k: v for k, v in raw.items() if k in known}
     values["extra_engines"] = tuple(values.get("extra_engines", ()))
+    values["remote_models"] = tuple(values.get("remote_models", ()))
     values["model_dirs"] = tuple(tuple(pair) for pair in values.get("model_dirs", ()))
     return ChildConfig(**values)
 
