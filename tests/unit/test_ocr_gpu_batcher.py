@@ -85,6 +85,31 @@ def test_a_failing_batch_fails_its_pages_only_and_the_device_thread_goes_on() ->
         batcher.close()
 
 
+def test_a_page_that_stops_waiting_costs_the_others_nothing() -> None:
+    """A page whose time ran out cancels its request (the worker's event loop does, through
+    ``enqueue_many``); the pages batched with it still get their own rows."""
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(batch: np.ndarray) -> np.ndarray:
+        started.set()
+        release.wait(5)
+        return _det_double(batch)
+
+    batcher = GpuBatcher(slow, _rec_sum, rec_stride=8, linger_s=0.05)
+    try:
+        first = batcher.enqueue_many("det", [np.ones((1, 3, 32, 32), np.float32)])[0]
+        assert started.wait(5)  # the device is busy with the first page
+        waiting = batcher.enqueue_many("det", [np.full((1, 3, 32, 32), float(k), np.float32) for k in range(3)])
+        assert waiting[1].cancel()
+        release.set()
+        assert np.all(first.result(5) == 2)
+        assert np.all(waiting[0].result(5) == 0) and np.all(waiting[2].result(5) == 4)
+        assert waiting[1].cancelled()
+    finally:
+        batcher.close()
+
+
 def test_pages_read_through_the_batcher_match_the_cpu_engine() -> None:
     """Two page threads, each with its own engine, both models behind one batcher (ONNX Runtime
     sessions here, torch on a GPU): the text is the CPU engine's, line for line."""

@@ -128,6 +128,10 @@ class GpuBatcher:
 
     def _run(self, pending: list[_Request]) -> list[_Request]:
         """Run the largest group of ``pending`` (same kind and shape); return what is left."""
+        # a page that stopped waiting (its time ran out) cancelled its future: nothing to run
+        pending = [r for r in pending if not r.future.cancelled()]
+        if not pending:
+            return []
         groups: dict[tuple[str, tuple[int, ...]], list[_Request]] = {}
         for r in pending:
             groups.setdefault((r.kind, r.batch.shape[1:]), []).append(r)
@@ -156,7 +160,8 @@ class GpuBatcher:
                     parts.append((ids[at : at + len(r.batch)], probs[at : at + len(r.batch)]))
                     at += len(r.batch)
             for r, part in zip(chosen, parts, strict=True):
-                r.future.set_result(part)
+                if not r.future.done():  # cancelled while it ran
+                    r.future.set_result(part)
         except Exception as exc:  # every waiting page gets the error, the thread goes on
             for r in chosen:
                 if not r.future.done():
