@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from contrackt.adapters.ocr.engines import ENGINES as ENGINE_SPECS  # noqa: E402
 from contrackt.adapters.ocr.pool import ProcessPoolExtractor  # noqa: E402
 from contrackt.ports.extractor import ExtractOptions  # noqa: E402
 from helpers_cer import levenshtein, normalize  # noqa: E402
@@ -189,6 +190,7 @@ async def run_engine(
     rec_min_width: int = 0,
     adaptive: bool = True,
     fax_cleanup: bool = True,
+    line_reread: str = "fax",
 ) -> list[Row]:
     pool = ProcessPoolExtractor(
         workers=workers,
@@ -199,6 +201,7 @@ async def run_engine(
         rec_min_width=rec_min_width,
         adaptive_scale=adaptive,
         fax_cleanup=fax_cleanup,
+        line_reread=line_reread,
     )
     await pool.start()
     rows = []
@@ -408,6 +411,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run each engine with fax cleanup off (rows marked /raw-fax; fax sets only)",
     )
+    ap.add_argument(
+        "--reread-ablation",
+        action="store_true",
+        help="also run engines that re-read unsure lines without it (rows marked /alone)",
+    )
+    ap.add_argument(
+        "--reread",
+        default="fax",
+        choices=("fax", "all", "off"),
+        help="CONTRACKT_OCR_LINE_REREAD for the engines' own rows (default: the product's, fax)",
+    )
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
     if not args.corpus.is_dir():
@@ -430,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         # the load of a shared machine is as alike as we can make it.
         for s in sets:
             for engine in engines:
-                rows += asyncio.run(run_engine(engine, [s], pdfs, args.workers))
+                rows += asyncio.run(run_engine(engine, [s], pdfs, args.workers, line_reread=args.reread))
                 if args.postcorrect_ablation and s.mode == "ocr":
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, postcorrect=False)):
                         r.engine = f"{engine}/raw"
@@ -447,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.cleanup_ablation and s.name.startswith("fax"):
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, fax_cleanup=False)):
                         r.engine = f"{engine}/raw-fax"
+                        rows.append(r)
+                if args.reread_ablation and s.mode == "ocr" and ENGINE_SPECS[engine].reread_with is not None:
+                    for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, line_reread="off")):
+                        r.engine = f"{engine}/alone"
                         rows.append(r)
                 if args.latin_ablation and s.mode == "ocr" and engine.startswith("rapidocr"):
                     for r in asyncio.run(run_engine(engine, [s], pdfs, args.workers, latin=False)):

@@ -43,6 +43,7 @@ def make_extractor(settings: Settings, preload: bool = True) -> Extractor:
         seccomp=settings.ocr_seccomp,
         adaptive_scale=settings.ocr_adaptive_scale,
         fax_cleanup=settings.ocr_fax_cleanup,
+        line_reread=settings.ocr_line_reread,
         device=settings.ocr_device,
         device_precision=settings.ocr_device_precision,
         caps=OutputCaps(

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     ocr_adaptive_scale: bool = True
     # fax pages (bilevel, <= 240 dpi) cleaned before OCR: vertical streaks and specks (ADR 0017 §6)
     ocr_fax_cleanup: bool = True
+    # the fast profile's unsure lines (< 0.95) read again by the default engine's recogniser
+    # (ADR 0017 §7): fax (on fax pages) | all (also pages where they are >= 25 % of the lines) | off
+    ocr_line_reread: Literal["fax", "all", "off"] = "fax"
     # where the default engine's models run (ADR 0020): cpu (each OCR child) | cuda (this
     # worker's GPU, for all its children; without one it says why and stays on the CPU) |
     # auto (the GPU when there is one). Experimental: the GPU path is correct but not yet fast

@@ -73,8 +73,9 @@ def test_the_setting_reaches_the_children_configuration(monkeypatch: pytest.Monk
     assert Settings(home=str(tmp_path)).ocr_fax_cleanup
 
 
-def _worn_fax_pdf() -> bytes:
-    """Page 1 of scan_mild as a worn 204 x 98 dpi fax: streaks down it, 0.5 % of pixels flipped."""
+def _worn_fax_pdf(ink_below: int = 150) -> bytes:
+    """Page 1 of scan_mild as a worn 204 x 98 dpi fax: streaks down it, 0.5 % of pixels flipped;
+    grey under ``ink_below`` turns black (lower: fainter, thinner strokes)."""
     import io
 
     import pypdfium2 as pdfium
@@ -86,7 +87,7 @@ def _worn_fax_pdf() -> bytes:
     width, height = page.get_size()
     grey = page.render(scale=204 / 72, grayscale=True).to_pil().convert("L")
     grey = grey.resize((round(width * 204 / 72), round(height * 98 / 72)), Image.Resampling.LANCZOS)
-    black = np.asarray(grey) < 150
+    black = np.asarray(grey) < ink_below
     rng = np.random.default_rng(11)
     black ^= rng.random(black.shape) < 0.005
     for x in (210, 655, 1020):

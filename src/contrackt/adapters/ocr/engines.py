@@ -83,6 +83,13 @@ class EngineSpec:
     fax_floor: bool = True
     # ... and with fax cleanup on (cleanup.py), which works only from the native resolution
     fax_floor_cleaned: bool = True
+    # lines scored under ``reread_below`` are read again by ``reread_with``'s recogniser
+    # (CONTRACKT_OCR_LINE_REREAD; measured: bench.ocr.reread and bench.ocr --reread-ablation)
+    reread_with: str | None = None
+    reread_below: float = 0.0
+    # ... only on pages where such lines are at least this share (a degraded page; a page with a
+    # few unsure lines keeps the engine's speed)
+    reread_share: float = 0.0
 
 
 ENGINES: dict[str, EngineSpec] = {
@@ -116,6 +123,12 @@ ENGINES: dict[str, EngineSpec] = {
             # word recall 83.40 -> 86.41%, fax_std 90.98 -> 91.60%, fax_fine 99.17 -> 99.90%, §6)
             fax_floor=False,
             fax_floor_cleaned=True,
+            # its unsure lines read again by PP-OCRv6 small (on faxes by default): worn fax word
+            # recall 86.41 -> 93.15 %, fax_std 91.60 -> 96.06 % at 1.6-1.8x its time a fax page;
+            # with CONTRACKT_OCR_LINE_REREAD=all, phone_hard 87.55 -> 92.43 % (ADR 0017 §7)
+            reread_with="rapidocr",
+            reread_below=0.95,
+            reread_share=0.25,
             description="PP-OCRv6 tiny (det + rec, Latin script) through rapidocr/ONNX Runtime",
             # PP-OCRv6's own detection settings; rapidocr's defaults (1.6 / 0.5) cost
             # tiny 0.1-0.2 CER points on scan_hard at every zoom (same sweep)

@@ -98,6 +98,7 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "ocr", "text")
 DEVICES = ("cpu", "cuda", "auto")  # where the default engine's models run (model_host.py)
 PRECISIONS = ("fp32", "tf32", "fp16")
+REREADS = ("fax", "all", "off")  # where an engine's unsure lines are read again (worker_child.py)
 START_TIMEOUT_S = 180.0
 # A spawn may load an engine the first time a request names it.
 SPAWN_TIMEOUT_S = 180.0
@@ -484,6 +485,7 @@ class ProcessPoolExtractor:
         rec_min_width: int = 0,
         adaptive_scale: bool = True,
         fax_cleanup: bool = True,
+        line_reread: str = "fax",
         network_isolation: str = "auto",
         sandbox_uid: str = "auto",
         seccomp: str = "auto",
@@ -503,7 +505,10 @@ class ProcessPoolExtractor:
         each loaded by the zygote on first use. ``zoom`` overrides every engine's render
         policy (tests, benchmarks); ``adaptive_scale`` picks each scanned page's zoom from its
         native resolution and text height (``resolution.py``), off: the engine's zoom;
-        ``fax_cleanup`` whitens streaks and specks on fax pages before OCR (``cleanup.py``).
+        ``fax_cleanup`` whitens streaks and specks on fax pages before OCR (``cleanup.py``);
+        ``line_reread`` (fax | all | off) has an engine's unsure lines read again by a stronger
+        recogniser (``EngineSpec.reread_with``: the fast profile's by the default engine's) on fax
+        pages, or on every page where they are a large share of its lines.
         ``device`` (cpu | cuda | auto) runs the default engine's models on this process's GPU
         for every child (``model_host.py``), opened at ``start``; without a usable one the
         children read on their CPUs and ``device_status`` says why. ``device_host`` gives
@@ -516,6 +521,8 @@ class ProcessPoolExtractor:
             raise ValueError(f"seccomp must be one of {', '.join(sandbox.SECCOMP_MODES)}")
         if device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}")
+        if line_reread not in REREADS:
+            raise ValueError(f"line_reread must be one of {', '.join(REREADS)}")
         if device_precision not in PRECISIONS:
             raise ValueError(f"device_precision must be one of {', '.join(PRECISIONS)}")
         if fault_engines is None:
@@ -564,6 +571,7 @@ class ProcessPoolExtractor:
             rec_min_width=rec_min_width,
             adaptive_scale=adaptive_scale,
             fax_cleanup=fax_cleanup,
+            line_reread=line_reread,
             max_page_chars=self.caps.max_page_chars,
             max_lines_per_page=self.caps.max_lines_per_page,
             max_image_pixels=max_image_pixels,

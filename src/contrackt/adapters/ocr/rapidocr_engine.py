@@ -162,15 +162,45 @@ class RapidOcrEngine:
         word_results = getattr(out, "word_results", None) or ()
         if len(word_results) != len(txts):
             word_results = ((),) * len(txts)
-        result: list[OcrBox] = []
-        for quad, text, score, words in zip(boxes, txts, scores, word_results, strict=False):
-            text = str(text).strip()
-            if text:
-                box = OcrBox(np.asarray(quad, dtype=np.float64), text, float(score), _words(words))
-                if " ".join(w[0] for w in box.words) != " ".join(text.split()):
-                    box.words = []  # word split disagrees with the line: give none rather than wrong ones
-                result.append(box)
-        return result
+        found = (
+            _box(quad, text, score, words)
+            for quad, text, score, words in zip(boxes, txts, scores, word_results, strict=False)
+        )
+        return [box for box in found if box is not None]
+
+    def reread(
+        self, image: np.ndarray, boxes: list[OcrBox], below: float, helper: RapidOcrEngine, share: float = 0.0
+    ) -> list[OcrBox]:
+        """``boxes`` with every line scored under ``below`` read again from the same crop by
+        ``helper``'s recogniser (the fast profile's tiny model, helped by the default's small
+        one where it is unsure), when those lines are at least ``share`` of the page's; a line
+        keeps whichever reading scores higher."""
+        from rapidocr.ch_ppocr_rec.typings import TextRecInput
+        from rapidocr.utils.process_img import get_rotate_crop_image
+
+        low = [i for i, b in enumerate(boxes) if b.score < below]
+        if not low or len(low) < share * len(boxes):
+            return boxes
+        quads = [boxes[i].quad.astype(np.float32) for i in low]
+        crops = [get_rotate_crop_image(image, q.copy()) for q in quads]
+        res = helper._ocr.text_rec(TextRecInput(img=crops, return_word_box=True))
+        words = _word_boxes(crops, quads, res)
+        out = list(boxes)
+        for k, i in enumerate(low):
+            again = _box(quads[k], res.txts[k], res.scores[k], words[k])
+            if again is not None and again.score > out[i].score:
+                out[i] = again
+        return out
+
+
+def _box(quad: Any, text: Any, score: Any, words: Any) -> OcrBox | None:
+    text = str(text).strip()
+    if not text:
+        return None
+    box = OcrBox(np.asarray(quad, dtype=np.float64), text, float(score), _words(words))
+    if " ".join(w[0] for w in box.words) != " ".join(text.split()):
+        box.words = []  # word split disagrees with the line: give none rather than wrong ones
+    return box
 
 
 def _word_boxes(crops: Any, quads: Any, rec_res: Any) -> tuple[tuple[tuple[str, float, np.ndarray], ...], ...]:

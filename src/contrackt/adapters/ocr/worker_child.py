@@ -79,6 +79,9 @@ class ChildConfig:
     # measured: bench --adaptive-ablation); off: every page at the engine's zoom
     adaptive_scale: bool = True
     fax_cleanup: bool = True  # streaks and specks whitened on fax pages (cleanup.py)
+    # an engine's unsure lines read again by a stronger recogniser (EngineSpec.reread_with):
+    # fax (on fax pages) | all (also on pages where they are EngineSpec.reread_share of the lines) | off
+    line_reread: str = "fax"
     max_page_chars: int = 100_000
     max_lines_per_page: int = 2_000
     max_image_pixels: int = 50_000_000  # declared pixels of one image frame (checked before decoding)
@@ -202,6 +205,7 @@ class PageWorker:
         self.prepared: set[str] = set()  # engines loaded and taken through their whole page path
         self.images_warm = False  # the image decoders have been taken once
         self.channel: Any = None  # model_host.ParentChannel when models run on the worker's device
+        self.helpers: dict[str, Any] = {}  # engines loaded only to re-read others' unsure lines
 
     @property
     def engine(self) -> Any:
@@ -250,6 +254,7 @@ class PageWorker:
             except Exception:
                 self.orienter = None
         self.warm_up(name, images=True)
+        self._prepare_helper(name)
         if name in self.config.remote_models:
             # after the warm-up (the zygote reads on its CPU); children connect it to their pipe
             from contrackt.adapters.ocr.model_host import ParentChannel, attach_remote
@@ -258,6 +263,42 @@ class PageWorker:
                 self.channel = ParentChannel()
             attach_remote(self.get_engine(name), self.channel)
         self.prepared.add(name)
+
+    def _prepare_helper(self, name: str) -> None:
+        """Load the engine that re-reads ``name``'s unsure lines (zygote, before any fork)."""
+        from contrackt.adapters.ocr.engines import ENGINES, ModelMissing, load_engine
+
+        spec = ENGINES.get(name)
+        helper = spec.reread_with if spec is not None and self.config.line_reread != "off" else None
+        if helper is None or helper in self.helpers:
+            return
+        if helper in self.loaded:
+            self.helpers[helper] = self.loaded[helper]
+        else:
+            try:
+                self.helpers[helper] = load_engine(
+                    helper, dict(self.config.model_dirs).get(helper), latin=self.config.latin
+                )
+            except ModelMissing:
+                return  # not installed: the engine reads alone
+        # take the re-read path once here: a confined child must find everything imported
+        import numpy as np
+
+        from contrackt.adapters.ocr.rapidocr_engine import OcrBox
+
+        image = np.full((48, 200, 3), 255, dtype=np.uint8)
+        image[18:30, 20:180] = 0
+        quad = np.array([[10.0, 10.0], [190.0, 10.0], [190.0, 38.0], [10.0, 38.0]])
+        self.loaded[name].reread(image, [OcrBox(quad, "x", 0.0)], 1.0, self.helpers[helper])
+
+    def reread_helper(self, engine_name: str) -> Any:
+        """The engine that re-reads ``engine_name``'s unsure lines, or None."""
+        from contrackt.adapters.ocr.engines import ENGINES
+
+        spec = ENGINES.get(engine_name)
+        if spec is None or spec.reread_with is None or self.config.line_reread == "off":
+            return None
+        return self.helpers.get(spec.reread_with)
 
     def warm_up(self, engine: str | None, images: bool = True) -> None:
         from contrackt.adapters.ocr.warmup import warm_up_images
@@ -448,6 +489,7 @@ class PageWorker:
     ) -> dict[str, Any]:
         """OCR a page ``width`` x ``height`` points that ``render(zoom)`` draws (BGR pixels);
         ``native()`` is the scan's resolution when it can be read (adaptive scale)."""
+        from contrackt.adapters.ocr.cleanup import cleaned, is_fax
         from contrackt.adapters.ocr.engines import ENGINES
         from contrackt.adapters.ocr.resolution import REREAD_RATIO, choose_zoom, reread_zoom
 
@@ -457,7 +499,7 @@ class PageWorker:
         fax_floor = spec.fax_floor or (self.config.fax_cleanup and spec.fax_floor_cleaned)
         adaptive = self.config.zoom is None and self.config.adaptive_scale and spec.box_px is not None
         # the scan's resolution, read once: the adaptive scale and the fax cleanup both want it
-        found = native() if adaptive or self.config.fax_cleanup else None
+        found = native() if adaptive or self.config.fax_cleanup or self.config.line_reread == "fax" else None
         scan = found if adaptive else None
         if adaptive:
             first = choose_zoom(spec.zoom, scan, fax_floor=fax_floor)
@@ -465,19 +507,17 @@ class PageWorker:
         # detector reads text of a given height best, the recogniser gains from the pixels
         det_zoom = spec.zoom if scan is not None and first > spec.zoom else None
         if self.config.fax_cleanup:
-            from contrackt.adapters.ocr.cleanup import cleaned
-
             render = cleaned(render, found)
-        out, rotation, text_pt = self._ocr_at(render, index, engine, width, height, first, None, det_zoom)
+        out, rotation, text_pt, raw = self._ocr_at(render, index, engine, width, height, first, None, det_zoom)
         done = float(out["zoom"] or first)
         second = reread_zoom(done, spec.zoom, scan, text_pt, spec.box_px, fax_floor) if out["lines"] else None
         if second is not None:  # the pixel budget may hold the second pass where the first was
             budget = render_zoom(width, height, second, self.config.max_pixels, self.config.max_side_px)
             second = second if max(budget / done, done / budget) >= REREAD_RATIO else None
         if second is not None:
-            again, _, _ = self._ocr_at(render, index, engine, width, height, second, rotation)
+            again, _, _, again_raw = self._ocr_at(render, index, engine, width, height, second, rotation)
             if again["confidence"] >= out["confidence"]:
-                out = again
+                out, raw = again, again_raw
         retry = spec.retry_zoom
         if (
             self.config.zoom is None
@@ -486,9 +526,19 @@ class PageWorker:
             and out["lines"]
             and out["confidence"] < spec.retry_below
         ):
-            again, _, _ = self._ocr_at(render, index, engine, width, height, retry, rotation)
+            again, _, _, again_raw = self._ocr_at(render, index, engine, width, height, retry, rotation)
             if again["confidence"] > out["confidence"]:
-                out = again
+                out, raw = again, again_raw
+        # passes are compared on the engine's own scores; the chosen one's unsure lines are then
+        # read again by the stronger recogniser (whose scores would bias that comparison)
+        helper = self.reread_helper(engine_name)
+        fax = is_fax(found)
+        if helper is not None and raw is not None and (fax or self.config.line_reread == "all"):
+            image, boxes, zoom, turned = raw
+            share = 0.0 if fax else spec.reread_share  # a fax: every unsure line (they cost little there)
+            again_boxes = engine.reread(image, boxes, spec.reread_below, helper, share)
+            if again_boxes is not boxes:
+                out = self._from_boxes(index, zoom, turned, image.shape, again_boxes)
         return out
 
     def _ocr_at(
@@ -501,24 +551,14 @@ class PageWorker:
         wanted: float,
         rotation: int | None,
         det_zoom: float | None = None,
-    ) -> tuple[dict[str, Any], int, float | None]:
+    ) -> tuple[dict[str, Any], int, float | None, tuple[Any, list[Any], float, int] | None]:
         """One pass at ``wanted`` (lowered to the pixel budget), text detected at ``det_zoom``
-        when that is lower: the page, its rotation and the median height of its text boxes
-        in points (None without boxes)."""
-        from contrackt.adapters.ocr.rapidocr_engine import group_rows
-
+        when that is lower: the page, its rotation, the median height of its text boxes in
+        points (None without boxes) and what it read (pixels, boxes, zoom, rotation; None
+        when nothing could be rendered)."""
         zoom = render_zoom(width, height, wanted, self.config.max_pixels, self.config.max_side_px)
-        out: dict[str, Any] = {
-            "number": index + 1,
-            "source": "ocr",
-            "zoom": round(zoom, 4),
-            "rotation": 0,
-            "confidence": 0.0,
-            "text": "",
-            "lines": [],
-        }
         if zoom <= 0:
-            return out, 0, None
+            return self._from_boxes(index, zoom, 0, (0, 0), []), 0, None, None
         image = render(zoom)
         if rotation is None:
             rotation = self.orienter.detect(image) if self.orienter is not None else 0
@@ -529,8 +569,18 @@ class PageWorker:
         else:
             boxes = engine.recognize(image)
         text_pt = _median_box_height(boxes) / zoom if boxes else None
+        out = self._from_boxes(index, zoom, int(rotation), image.shape, boxes)
+        return out, int(rotation), text_pt, (image, boxes, zoom, int(rotation))
+
+    def _from_boxes(
+        self, index: int, zoom: float, rotation: int, shape: tuple[int, ...], boxes: list[Any]
+    ) -> dict[str, Any]:
+        """The page read at ``zoom`` (pixels of ``shape``, turned by ``rotation``) from ``boxes``:
+        rows in reading order, boxes in points of the unturned page, confidence per character."""
+        from contrackt.adapters.ocr.rapidocr_engine import group_rows
+
         lines = group_rows(boxes, correct=self.config.postcorrect)
-        h_px, w_px = image.shape[:2]
+        h_px, w_px = shape[:2]
         out_lines = []
 
         def points(box: tuple[float, float, float, float]) -> list[float]:
@@ -545,13 +595,15 @@ class PageWorker:
             out_lines.append(entry)
         weight = sum(len(ln.text) for ln in lines)
         conf = sum(ln.confidence * len(ln.text) for ln in lines) / weight if weight else 0.0
-        out.update(
-            rotation=int(rotation),
-            confidence=_conf(conf),
-            text="\n".join(ln.text for ln in lines),
-            lines=out_lines,
-        )
-        return out, int(rotation), text_pt
+        return {
+            "number": index + 1,
+            "source": "ocr",
+            "zoom": round(zoom, 4),
+            "rotation": rotation,
+            "confidence": _conf(conf),
+            "text": "\n".join(ln.text for ln in lines),
+            "lines": out_lines,
+        }
 
 
 def _median_box_height(boxes: list[Any]) -> float:
