@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from contrackt.adapters.db.migrate import upgrade
-from contrackt.adapters.ocr.pool import ProcessPoolExtractor, _Scheduler
+from contrackt.adapters.ocr.fair_slots import FairSlots
+from contrackt.adapters.ocr.pool import ProcessPoolExtractor
 from contrackt.adapters.ocr.protocol import OutputCaps
 from contrackt.adapters.ocr.worker_child import WARM_UP_PDF
 from contrackt.bootstrap import build
@@ -280,7 +281,7 @@ def test_production_refuses_children_with_network_unless_the_operator_opts_out(
 
 def test_a_freed_slot_goes_to_the_tenant_holding_fewest() -> None:
     async def scenario() -> list[str]:
-        sched = _Scheduler(2)
+        sched = FairSlots(2)
         order: list[str] = []
         await sched.acquire("A")
         await sched.acquire("A")
@@ -305,7 +306,7 @@ def test_a_freed_slot_goes_to_the_tenant_holding_fewest() -> None:
 
 def test_a_cancelled_waiter_does_not_leak_its_slot() -> None:
     async def scenario() -> None:
-        sched = _Scheduler(1)
+        sched = FairSlots(1)
         await sched.acquire("A")
         waiter = asyncio.create_task(sched.acquire("B"))
         await asyncio.sleep(0)

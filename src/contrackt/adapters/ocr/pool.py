@@ -7,9 +7,9 @@ resource limits, seccomp; no network, inherited from the zygote), receives the
 document once, reads pages of it, and is killed when the slice ends. So no
 child ever holds two documents, let alone two tenants' (docs/adr/0006).
 
-Fair share of the cores: ``workers`` slots, handed out by ``_Scheduler`` to the
-waiting lane whose tenant holds the fewest slots (first come first served among
-equals). A lane that has held its slot for ``slice_s`` seconds gives it back
+Fair share of the cores: ``workers`` slots, handed out by ``FairSlots``
+(``fair_slots.py``) to the waiting lane whose tenant holds the fewest slots (first
+come first served among equals). A lane that has held its slot for ``slice_s`` seconds gives it back
 after its current page whenever another tenant is waiting, so a 500-page scan
 cannot keep a one-page document waiting for more than a slice.
 
@@ -22,7 +22,8 @@ The pool is loop-agnostic: the scheduler and the zygote's channel are guarded
 by threading locks and waiters are woken with ``call_soon_threadsafe``, so one
 pool serves several asyncio tasks and even several event loops. Pipe reads use
 ``loop.add_reader``; pipe writes (the PDF bytes) and zygote calls go through a
-small thread pool.
+small thread pool (``zygote_client.py``: the zygote's channel). With a GPU
+configured, children's model calls are answered in this process (``model_host.py``).
 """
 
 from __future__ import annotations
@@ -31,17 +32,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import itertools
-import json
 import logging
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -49,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from contrackt.adapters.ocr import sandbox
 from contrackt.adapters.ocr.engines import DEFAULT_ENGINE, ENGINES, ModelMissing, available_engines, check_engine
+from contrackt.adapters.ocr.fair_slots import FairSlots
 from contrackt.adapters.ocr.protocol import (
     DEFAULT_MAX_REPLY,
     FrameReader,
@@ -64,6 +62,7 @@ from contrackt.adapters.ocr.protocol import (
     write_all,
 )
 from contrackt.adapters.ocr.worker_child import FAULT_ENGINES, FAULT_ENV, ChildConfig
+from contrackt.adapters.ocr.zygote_client import ZygoteClient, ZygoteGone
 from contrackt.domain.errors import (
     ContracktError,
     CorruptImage,
@@ -104,102 +103,14 @@ START_TIMEOUT_S = 180.0
 SPAWN_TIMEOUT_S = 180.0
 READY_TIMEOUT_S = 15.0
 SLICE_S = 3.0
-_STOP_JOIN_S = 2.0
-_CTRL_MAX = 64 * 1024
-_BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
-    "from contrackt.adapters.ocr.zygote import main; main(int(sys.argv[1]))"
-)
 
 
 class _ChildDied(Exception):
     """The child's pipe closed: it crashed, was killed by its limits, or exited."""
 
 
-class _ZygoteGone(Exception):
-    """The zygote's channel broke: start a new zygote."""
-
-
 class _NeedsEngine(Exception):
     """A child forked before its engine was loaded met a page that needs OCR."""
-
-
-# ----------------------------------------------------------------------------- zygote
-
-
-class _Zygote:
-    """The pool's handle on its zygote (blocking calls, made from the pool's threads)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], ctrl: socket.socket, info: dict[str, Any]) -> None:
-        self.proc = proc
-        self.ctrl = ctrl
-        self.info = info
-        self.lock = threading.Lock()
-
-    @classmethod
-    def start(cls, request: dict[str, Any], timeout: float) -> _Zygote:
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path)],
-                pass_fds=[theirs.fileno()],
-                env=sandbox.child_environment(os.environ),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                close_fds=True,
-            )
-        finally:
-            theirs.close()
-        mine.settimeout(timeout)
-        try:
-            mine.send(json.dumps({**request, "parent": os.getpid()}).encode())
-            data = mine.recv(_CTRL_MAX)
-        except OSError:
-            data = b""
-        info: dict[str, Any] = json.loads(data) if data else {"op": "failed", "error": "it exited or did not answer"}
-        if info.get("op") != "ready":
-            with contextlib.suppress(OSError):
-                proc.kill()
-            proc.wait(5)
-            mine.close()
-            raise ContracktError(f"The OCR zygote failed to start: {info.get('error')}")
-        return cls(proc, mine, info)
-
-    def spawn(
-        self, engine: str | None, timeout: float, lazy: bool = False, images: bool = False
-    ) -> tuple[dict[str, Any], list[int]]:
-        with self.lock:
-            try:
-                self.ctrl.settimeout(timeout)
-                request = {"op": "spawn", "engine": engine, "lazy": lazy, "images": images}
-                self.ctrl.send(json.dumps(request).encode())
-                data, fds, _flags, _addr = socket.recv_fds(self.ctrl, _CTRL_MAX, 3)
-            except OSError as exc:
-                raise _ZygoteGone(str(exc)) from None
-        if not data:
-            raise _ZygoteGone("channel closed")
-        reply: dict[str, Any] = json.loads(data)
-        if reply.get("op") != "spawned" or len(fds) < 2:
-            for fd in fds:
-                os.close(fd)
-            error = str(reply.get("error", "no child"))
-            if "unknown_engine" in error or "not available" in error:
-                raise UnknownEngine(error[:200])
-            raise ContracktError(f"The OCR zygote could not start a child: {error}")
-        return reply, fds
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.ctrl.send(json.dumps({"op": "stop"}).encode())
-        try:
-            self.proc.wait(_STOP_JOIN_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.ctrl.close()
 
 
 # ----------------------------------------------------------------------------- children
@@ -218,105 +129,6 @@ class _Child:
     dead: bool = False
     # forked before the zygote had the job's engine: may answer needs_engine
     without_engine: bool = False
-
-
-# ----------------------------------------------------------------------------- fair slots
-
-
-@dataclass(eq=False)
-class _Waiter:
-    seq: int
-    key: str
-    loop: asyncio.AbstractEventLoop
-    fut: asyncio.Future[None]
-    state: str = "waiting"  # waiting | granted | taken | abandoned
-
-
-class _Scheduler:
-    """``capacity`` slots; a freed slot goes to the waiter whose key holds the fewest."""
-
-    def __init__(self, capacity: int) -> None:
-        self._lock = threading.Lock()
-        self._free = capacity
-        self._held: Counter[str] = Counter()
-        self._waiters: list[_Waiter] = []
-        self._seq = itertools.count()
-        self.closed = False
-
-    async def acquire(self, key: str) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self.closed:
-                raise ContracktError("The extraction pool is closed")
-            if self._free > 0:
-                self._free -= 1
-                self._held[key] += 1
-                return
-            waiter = _Waiter(next(self._seq), key, loop, loop.create_future())
-            self._waiters.append(waiter)
-        try:
-            await waiter.fut
-        except BaseException:
-            give_back = False
-            with self._lock:
-                if waiter.state == "waiting":
-                    self._waiters.remove(waiter)
-                    waiter.state = "abandoned"
-                elif waiter.state == "granted":
-                    waiter.state = "abandoned"  # _grant will give the slot back
-                elif waiter.state == "taken":
-                    give_back = True
-            if give_back:
-                self.release(key)
-            raise
-
-    def release(self, key: str) -> None:
-        with self._lock:
-            self._held[key] -= 1
-            if self._held[key] <= 0:
-                del self._held[key]
-            while self._waiters:
-                best = min(self._waiters, key=lambda w: (self._held[w.key], w.seq))
-                self._waiters.remove(best)
-                best.state = "granted"
-                self._held[best.key] += 1
-                try:
-                    best.loop.call_soon_threadsafe(self._grant, best)
-                    return
-                except RuntimeError:  # that loop is closed
-                    best.state = "abandoned"
-                    self._held[best.key] -= 1
-                    if self._held[best.key] <= 0:
-                        del self._held[best.key]
-            self._free += 1
-
-    def _grant(self, waiter: _Waiter) -> None:
-        with self._lock:
-            abandoned = waiter.state == "abandoned"
-            if not abandoned:
-                waiter.state = "taken"
-        if abandoned:
-            self.release(waiter.key)
-        elif not waiter.fut.done():
-            waiter.fut.set_result(None)
-
-    def contended(self, key: str) -> bool:
-        """Is anyone of another key waiting for a slot?"""
-        with self._lock:
-            return any(w.key != key for w in self._waiters)
-
-    def close(self) -> None:
-        with self._lock:
-            self.closed = True
-            waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            with contextlib.suppress(RuntimeError):
-                w.loop.call_soon_threadsafe(_fail, w.fut)
-
-
-def _fail(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_exception(ContracktError("The extraction pool is closed"))
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -581,8 +393,8 @@ class ProcessPoolExtractor:
         self._confinement = sandbox.Confinement(
             memory_limit_mb=memory_limit_mb, uid_base=self.uid_base, seccomp=seccomp
         )
-        self._sched = _Scheduler(workers)
-        self._zygote: _Zygote | None = None
+        self._sched = FairSlots(workers)
+        self._zygote: ZygoteClient | None = None
         self._zygote_lock = threading.Lock()
         self._live: set[_Child] = set()
         self._live_lock = threading.Lock()
@@ -681,14 +493,14 @@ class ProcessPoolExtractor:
         for name in ("cpu", "cuda"):
             OCR_DEVICE.labels(device=name).set(1 if name == device else 0)
 
-    def _start_zygote(self) -> _Zygote:
+    def _start_zygote(self) -> ZygoteClient:
         request = {
             "op": "config",
             "config": asdict(self._config),
             "confinement": asdict(self._confinement),
             "network": self.network_isolation,
         }
-        zygote = _Zygote.start(request, START_TIMEOUT_S)
+        zygote = ZygoteClient.start(request, START_TIMEOUT_S)
         network, seccomp = str(zygote.info.get("network")), str(zygote.info.get("seccomp"))
         if self.production:
             self._check_production(zygote, network, seccomp)
@@ -700,7 +512,7 @@ class ProcessPoolExtractor:
             self.network, self.seccomp = network, seccomp
         return zygote
 
-    def _check_production(self, zygote: _Zygote, network: str, seccomp: str) -> None:
+    def _check_production(self, zygote: ZygoteClient, network: str, seccomp: str) -> None:
         """Production: OCR children without network (their own namespace, or seccomp refusing
         sockets), unless the operator opted out explicitly; the opt-out is logged at each start."""
         if self.network_isolation == "off":
@@ -752,7 +564,7 @@ class ProcessPoolExtractor:
                 zygote = self._zygote
             try:
                 reply, fds = zygote.spawn(engine, SPAWN_TIMEOUT_S, lazy, images)
-            except _ZygoteGone:
+            except ZygoteGone:
                 if attempt:
                     raise ContracktError("The OCR zygote stopped answering") from None
                 with self._zygote_lock:

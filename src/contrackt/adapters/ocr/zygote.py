@@ -1,6 +1,6 @@
 """The zygote: a trusted process that holds the loaded OCR models and forks confined children.
 
-Started by the pool (``pool._Zygote``) from an allow-listed environment, it
+Started by the pool (``zygote_client.ZygoteClient``) from an allow-listed environment, it
 leaves the network (``sandbox.network_policy``), loads and self-tests the OCR
 engines once, and then only forks: each ``spawn`` request gets a fresh child,
 with the models already in memory (copy-on-write, a few milliseconds instead
