@@ -175,7 +175,6 @@ class RapidOcrEngine:
         ``helper``'s recogniser (the fast profile's tiny model, helped by the default's small
         one where it is unsure), when those lines are at least ``share`` of the page's; a line
         keeps whichever reading scores higher."""
-        from rapidocr.ch_ppocr_rec.typings import TextRecInput
         from rapidocr.utils.process_img import get_rotate_crop_image
 
         low = [i for i, b in enumerate(boxes) if b.score < below]
@@ -183,14 +182,24 @@ class RapidOcrEngine:
             return boxes
         quads = [boxes[i].quad.astype(np.float32) for i in low]
         crops = [get_rotate_crop_image(image, q.copy()) for q in quads]
-        res = helper._ocr.text_rec(TextRecInput(img=crops, return_word_box=True))
-        words = _word_boxes(crops, quads, res)
-        out = list(boxes)
-        for k, i in enumerate(low):
-            again = _box(quads[k], res.txts[k], res.scores[k], words[k])
-            if again is not None and again.score > out[i].score:
-                out[i] = again
-        return out
+        return read_again(boxes, low, quads, crops, helper._ocr.text_rec)
+
+
+def read_again(
+    boxes: list[OcrBox], which: list[int], quads: list[Any], crops: list[Any], recogniser: Any
+) -> list[OcrBox]:
+    """``boxes`` with box ``which[k]`` replaced by ``recogniser``'s reading of ``crops[k]`` (cut
+    along ``quads[k]``, its word boxes laid along that quad) wherever that reading scores higher."""
+    from rapidocr.ch_ppocr_rec.typings import TextRecInput
+
+    res = recogniser(TextRecInput(img=crops, return_word_box=True))
+    words = _word_boxes(crops, quads, res)
+    out = list(boxes)
+    for k, i in enumerate(which):
+        again = _box(quads[k], res.txts[k], res.scores[k], words[k])
+        if again is not None and again.score > out[i].score:
+            out[i] = again
+    return out
 
 
 def _box(quad: Any, text: Any, score: Any, words: Any) -> OcrBox | None:

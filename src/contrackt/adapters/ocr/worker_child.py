@@ -498,8 +498,10 @@ class PageWorker:
         first = self.config.zoom or spec.zoom
         fax_floor = spec.fax_floor or (self.config.fax_cleanup and spec.fax_floor_cleaned)
         adaptive = self.config.zoom is None and self.config.adaptive_scale and spec.box_px is not None
-        # the scan's resolution, read once: the adaptive scale and the fax cleanup both want it
-        found = native() if adaptive or self.config.fax_cleanup or self.config.line_reread == "fax" else None
+        helper = self.reread_helper(engine_name)
+        # the scan's resolution, read once: the adaptive scale, the fax cleanup and the fax re-read want it
+        wanted = adaptive or self.config.fax_cleanup or (helper is not None and self.config.line_reread == "fax")
+        found = native() if wanted else None
         scan = found if adaptive else None
         if adaptive:
             first = choose_zoom(spec.zoom, scan, fax_floor=fax_floor)
@@ -531,7 +533,6 @@ class PageWorker:
                 out, raw = again, again_raw
         # passes are compared on the engine's own scores; the chosen one's unsure lines are then
         # read again by the stronger recogniser (whose scores would bias that comparison)
-        helper = self.reread_helper(engine_name)
         fax = is_fax(found)
         if helper is not None and raw is not None and (fax or self.config.line_reread == "all"):
             image, boxes, zoom, turned = raw
