@@ -15,6 +15,8 @@ the same crops, once, on the pass the page policy keeps, on pages where the unsu
 least ``--share`` of the page's (default 0: every page).
 Sets: ``scan_mild`` and ``scan_hard`` (the corpus's, 10 pages), ``dense`` (``bench/ocr/dense.py``,
 4 pages, as ``bench.ocr`` reads it) and the ``bench/ocr/rescan.py`` sets (3 pages each).
+``--shares`` prints, per detection pass, how many of its lines scored under ``--below`` (where
+the ``--share`` gate would fall).
 """
 
 from __future__ import annotations
@@ -52,15 +54,16 @@ class _Trial:
         self.strong = strong
         self.variant = "none"
         self.below = 0.95
+        self.shares: list[tuple[int, int]] = []  # per detection pass: lines under below, lines
         self.read = self.kept = 0
 
     def after(self, engine: Any, image: Any, boxes: list[Any]) -> list[Any]:
         import cv2
-        from rapidocr.ch_ppocr_rec.typings import TextRecInput
         from rapidocr.utils.process_img import get_rotate_crop_image
 
-        from contrackt.adapters.ocr.rapidocr_engine import _box, _word_boxes
+        from contrackt.adapters.ocr.rapidocr_engine import read_again
 
+        self.shares.append((sum(b.score < self.below for b in boxes), len(boxes)))
         if self.variant in ("none", "small"):  # small: the product's own re-read (see main)
             return boxes
         low = [i for i, b in enumerate(boxes) if b.score < self.below]
@@ -79,14 +82,8 @@ class _Trial:
                 crop = cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
             quads.append(quad)
             crops.append(crop)
-        res = engine._ocr.text_rec(TextRecInput(img=crops, return_word_box=True))
-        words = _word_boxes(crops, quads, res)
-        out = list(boxes)
-        for k, i in enumerate(low):
-            again = _box(quads[k], res.txts[k], res.scores[k], words[k])
-            if again is not None and again.score > out[i].score:
-                out[i] = again
-                self.kept += 1
+        out = read_again(boxes, low, quads, crops, engine._ocr.text_rec)
+        self.kept += sum(a is not b for a, b in zip(out, boxes, strict=True))
         return out
 
 
@@ -98,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--below", type=float, default=0.95, help="lines scored under this are read again")
     parser.add_argument(
         "--share", type=float, default=0.0, help="small: only on pages where such lines are at least this share"
+    )
+    parser.add_argument(
+        "--shares", action="store_true", help="also print each detection pass's share of lines under --below"
     )
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     args = parser.parse_args(argv)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             pdf, truth = rescan.cached(args.corpus, name)
         doc = pdfium.PdfDocument(str(pdf))
         for variant in args.variants.split(","):
-            trial.variant, trial.read, trial.kept = variant, 0, 0
+            trial.variant, trial.read, trial.kept, trial.shares = variant, 0, 0, []
             worker.config = dataclasses.replace(config, line_reread="all" if variant == "small" else "off")
             hyps = []
             started = time.perf_counter()
@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"  lines re-read {trial.read}, kept {trial.kept}  {time.perf_counter() - started:.1f} s",
                 flush=True,
             )
+            if args.shares:
+                passes = " ".join(f"{low}/{n}" for low, n in trial.shares if n > 1)
+                print(f"  unsure lines per detection pass (pages in order, passes of a page together): {passes}")
     return 0
 
 
