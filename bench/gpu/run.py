@@ -221,10 +221,23 @@ def run_config(cfg: dict[str, Any], pdf: Path, pages: int, passes: int, timeout_
         p.join(timeout=10)
         if p.is_alive():
             p.kill()
+    return _result(got, wall, texts, errors, failures, stats, load_s)
+
+
+def _result(
+    done: int,
+    wall: float,
+    texts: dict[int, str],
+    errors: list[str],
+    failures: list[str],
+    stats: list[dict[str, Any]],
+    load_s: float,
+) -> dict[str, Any]:
+    """What a configuration's run reports (``main`` prints it)."""
     return {
-        "done": got,
+        "done": done,
         "wall": wall,
-        "pages_s": got / wall if wall else 0.0,
+        "pages_s": done / wall if wall else 0.0,
         "texts": texts,
         "errors": errors,
         "failures": failures,
@@ -281,16 +294,7 @@ def run_pool(cfg: dict[str, Any], pdf: Path, pages: int, passes: int, timeout_s:
         host = pool._host
         stats = [asdict(host.batcher.stats)] if host is not None else []
         asyncio.run(pool.close())
-    return {
-        "done": got,
-        "wall": wall,
-        "pages_s": got / wall if wall else 0.0,
-        "texts": texts,
-        "errors": errors,
-        "failures": [],
-        "stats": stats,
-        "load_s": load_s,
-    }
+    return _result(got, wall, texts, errors, [], stats, load_s)
 
 
 def probe(configs: str) -> None:
@@ -417,16 +421,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.probe:
         probe(args.configs)
-    cpu = {
-        "texts": {},
-        "stats": [],
-        "pages_s": 0.0,
-        "done": 0,
-        "wall": 0.0,
-        "load_s": 0.0,
-        "errors": [],
-        "failures": [],
-    }
+    cpu = _result(0, 0.0, {}, [], [], [], 0.0)
     if not args.no_cpu:
         cpu = run_config(
             {"device": "ort", "precision": "fp32", "procs": args.cpu_procs, "threads": 1, "align": 8, "linger_ms": 0},
