@@ -1,11 +1,21 @@
-"""What the GPU workers' pipe costs (ADR 0020, decision 4): a detector input from a child to the worker.
+"""What the GPU workers' pipe costs a page (ADR 0020, decisions 4 and 5): its model requests, from a
+child to the worker, as float32 arrays and as uint8 pixels.
 
-    .venv/bin/python -m bench.gpu.wire [--side 2016x1440] [--repeats 5]
+    .venv/bin/python -m bench.gpu.wire [--pdf FILE] [--page 1] [--engine rapidocr] [--repeats 5]
 
-A forked "child" packs a page's detector input (1 x 3 x H x W float32) and writes it as a ``model``
-frame onto a pipe, as ``model_host.ParentChannel`` does; this process reads it with the pool's
-``FrameReader`` and checks it with ``check_request``, as the worker does. Prints milliseconds per
-request beside the time of one plain copy of the same bytes (the machine's memory speed).
+Reads one page (default: the first of the dense set, ``bench/ocr/dense.py``) in this process with
+the child's remote model calls recorded instead of sent: the detector input and the recogniser
+batches exactly as a child sends them. Then, for each encoding:
+
+- **child**: packing and framing the page's requests (CPU ms a page, in this process);
+- **worker**: a forked "child" writes the framed requests onto a pipe; this process reads them with
+  the pool's ``FrameReader.read_from`` and checks them with ``check_request``, as the worker does (wall and
+  CPU ms a page: the worker's one event loop serves every child, so its CPU time a page bounds
+  the pages a second one worker can take in);
+- **decode**: making the floats from pixels where a model does not take pixels itself (ONNX
+  Runtime stand-ins; the torch runner makes them on the device).
+
+Prints megabytes a page beside each, and one plain copy of the float bytes (the memory's speed).
 """
 
 from __future__ import annotations
@@ -15,56 +25,154 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+
+def page_requests(pdf: Path, page: int, engine_name: str) -> list[tuple[str, list[Any]]]:
+    """The model requests a child sends for ``page`` (1-based) of ``pdf``, as pixels."""
+    import pypdfium2 as pdfium
+
+    from contrackt.adapters.ocr.model_host import ParentChannel, attach_remote
+    from contrackt.adapters.ocr.worker_child import ChildConfig, PageWorker
+
+    calls: list[tuple[str, list[Any]]] = []
+
+    class Recording(ParentChannel):
+        def call(self, kind: str, inputs: list[Any]) -> None:
+            calls.append((kind, list(inputs)))
+            return None  # read here, as a child does when the worker does not answer
+
+    worker = PageWorker(ChildConfig(engine=engine_name))
+    worker.load()
+    worker.prepare(engine_name)
+    engine = worker.get_engine(engine_name)
+    engine._ocr._load_rec_model()
+    attach_remote(engine, Recording())
+    doc = pdfium.PdfDocument(str(pdf))
+    try:
+        worker.ocr_page(doc[page - 1], page - 1, engine_name)
+    finally:
+        doc.close()
+    return calls
+
+
+def frames(requests: list[tuple[str, list[Any]]]) -> list[bytes]:
+    from contrackt.adapters.ocr.model_host import pack
+    from contrackt.adapters.ocr.protocol import encode
+
+    out = []
+    for kind, inputs in requests:
+        specs, blob = pack(inputs)
+        out.append(encode({"op": "model", "kind": kind, "arrays": specs}, blob))
+    return out
+
+
+def child_ms(requests: list[tuple[str, list[Any]]], repeats: int) -> float:
+    started = time.process_time()
+    for _ in range(repeats):
+        frames(requests)
+    return (time.process_time() - started) / repeats * 1000
+
+
+def worker_ms(encoded: list[bytes], repeats: int) -> tuple[float, float]:
+    """(wall, CPU) ms a page for the worker to take the page's frames off a pipe and check them."""
+    from contrackt.adapters.ocr.model_host import LIMITS, check_request
+    from contrackt.adapters.ocr.protocol import FrameReader, write_all
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only writes (its packing is timed apart)
+        os.close(read_fd)
+        for _ in range(repeats):
+            for frame in encoded:
+                write_all(write_fd, frame)
+        os._exit(0)
+    os.close(write_fd)
+    reader = FrameReader(max_blob=LIMITS.max_request_bytes)
+    want, got = repeats * len(encoded), 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    while got < want:
+        complete = reader.read_from(read_fd)  # as the pool reads a child's pipe
+        if complete is None:
+            break
+        for header, blob in complete:
+            check_request(header, blob)
+            got += 1
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    os.waitpid(pid, 0)
+    os.close(read_fd)
+    if got != want:
+        raise SystemExit(f"only {got} of {want} frames arrived")
+    return wall / repeats * 1000, cpu / repeats * 1000
+
+
+def decode_ms(requests: list[tuple[str, list[Any]]], repeats: int) -> float:
+    from contrackt.adapters.ocr.pixels import as_floats
+
+    started = time.process_time()
+    for _ in range(repeats):
+        for _, inputs in requests:
+            for item in inputs:
+                as_floats(item)
+    return (time.process_time() - started) / repeats * 1000
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--side", default="2016x1440", help="detector input height x width")
+    parser.add_argument("--pdf", type=Path, default=None, help="default: the dense set's PDF")
+    parser.add_argument("--page", type=int, default=1)
+    parser.add_argument("--engine", default="rapidocr")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.pdf is None:
+        from bench.ocr.dense import cached
+
+        args.pdf, _ = cached()
 
     import numpy as np
 
-    from contrackt.adapters.ocr.model_host import LIMITS, check_request, pack
-    from contrackt.adapters.ocr.protocol import FrameReader, encode, write_all
+    from contrackt.adapters.ocr.pixels import Pixels, as_floats
 
-    h, w = (int(v) for v in args.side.split("x"))
-    page = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    pixels = page_requests(args.pdf, args.page, args.engine)
+    floats = [(kind, [as_floats(item) for item in inputs]) for kind, inputs in pixels]
+    for (_, sent), (_, made) in zip(pixels, floats, strict=True):
+        assert all(isinstance(item, Pixels) for item in sent), "a request left the child as floats"
+        del made
+    print(
+        f"# bench.gpu.wire  {args.pdf.name} page {args.page}, {args.engine}, {args.repeats} repeats,"
+        f" load average {os.getloadavg()[0]:.2f}"
+    )
+    shape = {kind: [item.shape for item in inputs] for kind, inputs in pixels}
+    lines = sum(len(item) for kind, inputs in pixels if kind == "rec" for item in inputs)
+    print(
+        f"# the page's requests: {len(pixels)} ({sum(k == 'det' for k, _ in pixels)} detector input"
+        f" {shape.get('det', [])}, {sum(len(v) for k, v in shape.items() if k == 'rec')} recogniser batches"
+        f" of {lines} lines)"
+    )
+    float_bytes = sum(a.nbytes for _, inputs in floats for a in inputs)
     copies = []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        page.copy()
+        for _, inputs in floats:
+            for a in inputs:
+                np.copy(a)
         copies.append(time.perf_counter() - started)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: pack and send, as ParentChannel.call does
-        os.close(read_fd)
-        for _ in range(args.repeats):
-            specs, blob = pack([page])
-            write_all(write_fd, encode({"op": "model", "kind": "det", "arrays": specs}, blob))
-        os._exit(0)
-    os.close(write_fd)
-    reader = FrameReader(max_blob=LIMITS.max_request_bytes)
-    got = 0
-    started = time.perf_counter()
-    while got < args.repeats:
-        data = os.read(read_fd, 1 << 20)
-        if not data:
-            break
-        for header, blob in reader.feed(data):
-            check_request(header, blob)
-            got += 1
-    per_request = (time.perf_counter() - started) / max(got, 1)
-    os.waitpid(pid, 0)
-    os.close(read_fd)
-    print(
-        f"detector input {page.nbytes / 1e6:.1f} MB: {per_request * 1000:.1f} ms a request (pack, pipe, frame,"
-        f" check; {got} requests); one copy of it {min(copies) * 1000:.1f} ms"
-    )
-    return 0 if got == args.repeats else 1
+    heads = f"{'MB a page':>11}{'child ms':>10}{'worker wall ms':>16}{'worker CPU ms':>15}{'decode ms':>11}"
+    print(f"{'encoding':10}{heads}")
+    for name, requests in (("float32", floats), ("pixels", pixels)):
+        encoded = frames(requests)
+        size = sum(len(f) for f in encoded) / 1e6
+        wall, cpu = worker_ms(encoded, args.repeats)
+        decode = decode_ms(requests, args.repeats) if name == "pixels" else 0.0
+        print(f"{name:10}{size:11.1f}{child_ms(requests, args.repeats):10.1f}{wall:16.1f}{cpu:15.1f}{decode:11.1f}")
+    print(f"# one copy of the float bytes ({float_bytes / 1e6:.1f} MB): {min(copies) * 1000:.1f} ms")
+    return 0
 
 
 if __name__ == "__main__":

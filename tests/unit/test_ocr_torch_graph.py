@@ -7,6 +7,8 @@ where torch is installed, and ``python -m bench.gpu`` checks the same graphs on 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -74,3 +76,70 @@ def test_padding_the_batch_to_a_power_of_two_changes_no_row() -> None:
     assert padded[0].shape == (3, plain[0].shape[1])
     assert (padded[0] == plain[0]).all()
     assert np.allclose(padded[1], plain[1], atol=1e-5)
+
+
+def test_pixels_become_the_cpu_engines_floats_on_the_device() -> None:
+    """Pixels (ADR 0020 decision 5) are normalised where the model runs: the same floats as the
+    CPU path, padding 0.0, and rows added to reach a power of two are padding too."""
+    from contrackt.adapters.ocr.pixels import REC_TABLE, Pixels
+
+    _, rec, keys = rapidocr_models("rapidocr")
+    model, _ = restrict_to_latin(rec, keys)
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 256, (3, 3, 48, 400), dtype=np.uint8)
+    widths = np.array([400, 123, 1], np.int64)
+    for row, width in enumerate(widths):
+        codes[row, :, :, width:] = 0
+    table = np.stack([REC_TABLE[0], REC_TABLE[1] * 0.5, REC_TABLE[2] - 0.25]).astype(np.float32)  # per channel
+    pixels = Pixels(codes, widths, table)
+    runner = TorchLineRunner(model, "cpu", pad_batch=True)
+    got = runner._input(pixels, 4).numpy()
+    assert got.shape == (4, 3, 48, 400) and got.dtype == np.float32
+    assert np.array_equal(got[:3], pixels.floats()) and not got[3].any()
+    assert [a.tolist() for a in runner(pixels)] == [a.tolist() for a in runner(pixels.floats())]
+
+
+def test_the_worker_path_with_torch_as_its_device_reads_as_a_cpu_worker() -> None:
+    """The sandboxed children's pixels over their pipes into the torch runners (on the CPU here):
+    the page reads as a worker without a device reads it (width buckets change a line now and then,
+    ADR 0017 §2)."""
+    import asyncio
+
+    from contrackt.adapters.ocr.gpu import GpuBatcher, load_models
+    from contrackt.adapters.ocr.model_host import DeviceHost
+    from contrackt.adapters.ocr.pixels import Pixels
+    from contrackt.adapters.ocr.pool import ProcessPoolExtractor
+    from contrackt.ports.extractor import ExtractOptions
+    from tests.conftest import corpus_path
+
+    torch.set_num_threads(1)
+    det, rec = load_models("rapidocr", "cpu", "fp32", latin=True)
+    given: list[bool] = []
+
+    def spy(model: Any) -> Any:
+        def call(batch: Any) -> Any:
+            given.append(isinstance(batch, Pixels))
+            return model(batch)
+
+        call.takes_pixels = True  # type: ignore[attr-defined]
+        return call
+
+    host = DeviceHost(GpuBatcher(spy(det), spy(rec), rec.stride, linger_s=0.01), "rapidocr", "torch-cpu")
+    pdf = corpus_path("synthetic", "scan_mild.pdf").read_bytes()
+
+    async def read(pool: ProcessPoolExtractor) -> list[str]:
+        await pool.start()
+        try:
+            result = await pool.extract(pdf, ExtractOptions(mode="ocr", pages=(1,)))
+        finally:
+            await pool.close()
+        return [line.text for page in result.pages for line in page.lines]
+
+    on_device = asyncio.run(read(ProcessPoolExtractor(workers=1, page_timeout_s=300, device_host=host)))
+    on_cpu = asyncio.run(read(ProcessPoolExtractor(workers=1, page_timeout_s=300)))
+    assert given and all(given), "the children's inputs did not reach torch as pixels"
+    assert len(on_cpu) > 15
+    same = sum(a == b for a, b in zip(on_device, on_cpu, strict=False))
+    assert same >= 0.95 * len(on_cpu)
+    words = " ".join(on_cpu).split()
+    assert sum(w in set(" ".join(on_device).split()) for w in words) >= 0.99 * len(words)

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from contrackt.adapters.ocr.pixels import REC_TABLE, Pixels, rec_codes, rec_scale
+
 REC_HEIGHT = 48
 # rapidocr (PaddleOCR) pads every line to at least 320 px (a 48 x 320 input): the
 # recogniser was trained that way, and a narrow line read without that padding
@@ -34,7 +36,8 @@ PADDLE_MIN_WIDTH = 320
 
 class LineRunner(Protocol):
     """A recogniser model: ``(N, 3, 48, W)`` float32 in, ``(N, T)`` arg-max class ids and their
-    probabilities out (``T`` = ``W / stride``, rounded)."""
+    probabilities out (``T`` = ``W / stride``, rounded). A runner with ``takes_pixels = True``
+    is given :class:`~contrackt.adapters.ocr.pixels.Pixels` instead of floats."""
 
     stride: int
 
@@ -108,12 +111,7 @@ def scaled_width(crop: np.ndarray, height: int = REC_HEIGHT) -> int:
 
 def normalise(crop: np.ndarray, width: int, height: int = REC_HEIGHT) -> np.ndarray:
     """``crop`` (H x W x 3, uint8) resized to ``height`` x ``width`` and scaled to [-1, 1], CHW."""
-    import cv2
-
-    resized = cv2.resize(crop, (width, height)).astype(np.float32).transpose((2, 0, 1)) / 255
-    resized -= 0.5  # PaddleOCR's order of operations, so the floats are the same
-    resized /= 0.5
-    return resized
+    return rec_scale(rec_codes(crop, width, height))
 
 
 @dataclass(frozen=True)
@@ -183,8 +181,17 @@ def recognise(crops: Sequence[np.ndarray], runner: LineRunner, bucketing: Bucket
     widths = [scaled_width(c) for c in crops]
     out: list[LineReading | None] = [None] * len(crops)
     plans = plan(widths, bucketing)
-    batches: list[np.ndarray] = []
+    pixels = getattr(runner, "takes_pixels", False)
+    batches: list[Any] = []
     for members, width in plans:
+        if pixels:  # uint8, normalised where the model runs (to the same floats)
+            codes = np.zeros((len(members), 3, REC_HEIGHT, width), dtype=np.uint8)
+            valid = np.empty(len(members), np.int64)
+            for row, i in enumerate(members):
+                valid[row] = w = min(widths[i], width)
+                codes[row, :, :, :w] = rec_codes(crops[i], w, REC_HEIGHT)
+            batches.append(Pixels(codes, valid, REC_TABLE))
+            continue
         batch = np.zeros((len(members), 3, REC_HEIGHT, width), dtype=np.float32)
         for row, i in enumerate(members):
             w = min(widths[i], width)

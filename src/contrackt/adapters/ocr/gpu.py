@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from contrackt.adapters.ocr.batching import BatchedTextRecognizer, Bucketing
+from contrackt.adapters.ocr.pixels import Pixels
 
 
 def gpu_available(device: str = "cuda") -> tuple[bool, str]:
@@ -47,8 +48,19 @@ def gpu_available(device: str = "cuda") -> tuple[bool, str]:
 @dataclass
 class _Request:
     kind: str  # "det" or "rec"
-    batch: np.ndarray
+    batch: np.ndarray | Pixels
     future: Future[Any] = field(default_factory=Future)
+
+
+def _merge(batches: list[np.ndarray | Pixels], takes_pixels: bool) -> np.ndarray | Pixels:
+    """One model input of same-shaped ``batches``: :class:`Pixels` for a model that normalises
+    them itself, else floats (made here, in the device's thread, not the worker's event loop)."""
+    if takes_pixels and all(isinstance(b, Pixels) for b in batches):
+        merged = Pixels.concat([b for b in batches if isinstance(b, Pixels)])
+        if merged is not None:
+            return merged
+    floats = [b.floats() if isinstance(b, Pixels) else b for b in batches]
+    return floats[0] if len(floats) == 1 else np.concatenate(floats)
 
 
 @dataclass
@@ -65,8 +77,8 @@ class GpuBatcher:
 
     def __init__(
         self,
-        det: Callable[[np.ndarray], np.ndarray],
-        rec: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+        det: Callable[[Any], np.ndarray],
+        rec: Callable[[Any], tuple[np.ndarray, np.ndarray]],
         rec_stride: int,
         linger_s: float = 0.002,
         max_det: int = 8,
@@ -86,14 +98,14 @@ class GpuBatcher:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
-    def submit(self, kind: str, batch: np.ndarray) -> Any:
+    def submit(self, kind: str, batch: np.ndarray | Pixels) -> Any:
         return self.submit_many(kind, [batch])[0]
 
-    def submit_many(self, kind: str, batches: list[np.ndarray]) -> list[Any]:
+    def submit_many(self, kind: str, batches: list[Any]) -> list[Any]:
         """Queue ``batches`` together (one page's recognition batches), wait for all."""
         return [f.result() for f in self.enqueue_many(kind, batches)]
 
-    def enqueue_many(self, kind: str, batches: list[np.ndarray]) -> list[Future[Any]]:
+    def enqueue_many(self, kind: str, batches: list[Any]) -> list[Future[Any]]:
         """Queue ``batches`` together; their futures (an event loop awaits them wrapped)."""
         requests = [_Request(kind, b) for b in batches]
         for r in requests:
@@ -145,7 +157,8 @@ class GpuBatcher:
             count += len(r.batch)
         started = time.perf_counter()
         try:
-            batch = chosen[0].batch if len(chosen) == 1 else np.concatenate([r.batch for r in chosen])
+            model = self.det if kind == "det" else self.rec
+            batch = _merge([r.batch for r in chosen], getattr(model, "takes_pixels", False))
             if kind == "det":
                 maps = self.det(batch)
                 parts: list[Any] = []

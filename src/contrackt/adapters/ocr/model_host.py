@@ -14,6 +14,10 @@ child run that call on its own CPU session, which it still holds: a device fault
 fails none.
 
 Arrays cross as raw C-ordered bytes described in the header: ``arrays: [[dtype, shape], ...]``.
+Model inputs cross as the uint8 pixels they are normalised from (:class:`~pixels.Pixels`, a
+quarter of the bytes): ``["pixels", shape, widths]``, each row's first ``width`` columns
+(``3 x H x width`` bytes, C order) and then the ``3 x 256`` float32 table; the worker checks the
+table is finite and small and the floats are made where the model runs.
 """
 
 from __future__ import annotations
@@ -22,18 +26,23 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from contrackt.adapters.ocr.batching import BatchedTextRecognizer, Bucketing, OrtLineRunner
+from contrackt.adapters.ocr.pixels import CHANNELS, Pixels, as_floats, det_pixels
 from contrackt.adapters.ocr.protocol import ProtocolViolation, encode, read_frame, write_all
 
 log = logging.getLogger("contrackt.ocr.device")
 
 _DTYPES: dict[str, Any] = {"float32": np.float32, "int64": np.int64}
+_TABLE_BYTES = CHANNELS * 256 * 4
+# a normalisation table maps pixels to model inputs: PP-OCR's are in [-1, 1] (ImageNet's in
+# [-2.2, 2.7]); nothing sane is past this, and a non-finite value is never sane
+_TABLE_MAX = 64.0
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,18 @@ class DeviceLimits:
     det_calls_per_page: int = 16
     rec_lines_per_page: int = 16_000
 
-    def fits(self, kind: str, batch: np.ndarray) -> bool:
+    def fits(self, kind: str, batch: np.ndarray | Pixels) -> bool:
         """Whether a well-formed ``batch`` of ``kind`` may be sent (the child's own check)."""
-        if batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[0] < 1:
+        if isinstance(batch, Pixels):
+            codes = batch.codes
+            if codes.dtype != np.uint8 or batch.widths.shape != (len(codes),) or batch.table.shape != (3, 256):
+                return False
+            widths = batch.widths
+            if codes.ndim == 4 and len(codes) and not 1 <= int(widths.min()) <= int(widths.max()) <= codes.shape[3]:
+                return False
+        elif batch.dtype != np.float32:
+            return False
+        if len(batch.shape) != 4 or batch.shape[1] != 3 or batch.shape[0] < 1:
             return False
         n, _, h, w = batch.shape
         if kind == "det":
@@ -72,11 +90,21 @@ LIMITS = DeviceLimits()
 # ----------------------------------------------------------------------------- the wire
 
 
-def pack(arrays: list[np.ndarray]) -> tuple[list[list[Any]], bytes]:
-    """(header specs, blob) for ``arrays`` (float32 or int64)."""
+def pack(arrays: Sequence[np.ndarray | Pixels]) -> tuple[list[list[Any]], bytes]:
+    """(header specs, blob) for ``arrays`` (float32, int64 or :class:`Pixels`)."""
     specs: list[list[Any]] = []
     parts: list[bytes] = []
     for a in arrays:
+        if isinstance(a, Pixels):
+            widths = [int(w) for w in a.widths]
+            specs.append(["pixels", [int(d) for d in a.shape], widths])
+            full = a.shape[3]
+            parts.extend(
+                a.codes[row].tobytes() if width == full else a.codes[row, :, :, :width].tobytes()
+                for row, width in enumerate(widths)
+            )
+            parts.append(np.ascontiguousarray(a.table, np.float32).tobytes())
+            continue
         name = "int64" if a.dtype.kind in "iu" else "float32"
         data = np.ascontiguousarray(a, dtype=_DTYPES[name])
         specs.append([name, [int(d) for d in data.shape]])
@@ -84,18 +112,51 @@ def pack(arrays: list[np.ndarray]) -> tuple[list[list[Any]], bytes]:
     return specs, b"".join(parts)
 
 
-def unpack(specs: Any, blob: bytes, max_arrays: int) -> list[np.ndarray]:
-    """The arrays ``specs`` describes, read from ``blob``; ProtocolViolation if they do not add up."""
+def _unpack_pixels(spec: list[Any], blob: bytes, at: int, room: int) -> tuple[Pixels, int]:
+    """Pixels from ``blob`` at ``at``, their padded codes taking at most ``room`` bytes."""
+    shape, widths = spec[1], spec[2]
+    if len(shape) != 4 or shape[1] != CHANNELS or not isinstance(widths, list) or len(widths) != shape[0]:
+        raise ProtocolViolation("bad pixels description")
+    n, _, h, w = shape
+    if not all(type(v) is int and 1 <= v <= w for v in widths):
+        raise ProtocolViolation("bad pixels widths")
+    if n * CHANNELS * h * w > room:  # the padding is made here: bounded before it is
+        raise ProtocolViolation("pixels larger than a request may be")
+    size = CHANNELS * h * sum(widths) + _TABLE_BYTES
+    if at + size > len(blob):
+        raise ProtocolViolation("model arrays longer than their blob")
+    codes = np.zeros((n, CHANNELS, h, w), np.uint8)
+    for row, width in enumerate(widths):
+        count = CHANNELS * h * width
+        codes[row, :, :, :width] = np.frombuffer(blob, np.uint8, count, at).reshape(CHANNELS, h, width)
+        at += count
+    table = np.frombuffer(blob, np.float32, CHANNELS * 256, at).reshape(CHANNELS, 256).copy()
+    if not (np.isfinite(table).all() and float(np.abs(table).max()) <= _TABLE_MAX):
+        raise ProtocolViolation("pixels table out of range")
+    return Pixels(codes, np.array(widths, np.int64), table), at + _TABLE_BYTES
+
+
+def unpack(specs: Any, blob: bytes, max_arrays: int, max_bytes: int = LIMITS.max_request_bytes) -> list[Any]:
+    """The arrays (and :class:`Pixels`) ``specs`` describes, read from ``blob``; ProtocolViolation
+    if they do not add up. Pixels are padded to their shapes here, in at most ``max_bytes``."""
     if not isinstance(specs, list) or not 1 <= len(specs) <= max_arrays:
         raise ProtocolViolation("model arrays missing or too many")
-    out: list[np.ndarray] = []
-    at = 0
+    out: list[Any] = []
+    at, room = 0, max_bytes
     for spec in specs:
-        if not (isinstance(spec, list) and len(spec) == 2 and spec[0] in _DTYPES and isinstance(spec[1], list)):
+        pixels = isinstance(spec, list) and len(spec) == 3 and spec[0] == "pixels"
+        if not (
+            isinstance(spec, list) and (pixels or (len(spec) == 2 and spec[0] in _DTYPES)) and isinstance(spec[1], list)
+        ):
             raise ProtocolViolation("bad model array description")
         shape = spec[1]
         if not 1 <= len(shape) <= 4 or not all(type(d) is int and 0 <= d <= 1 << 24 for d in shape):
             raise ProtocolViolation("bad model array shape")
+        if pixels:
+            item, at = _unpack_pixels(spec, blob, at, room)
+            room -= item.codes.nbytes
+            out.append(item)
+            continue
         dtype = np.dtype(_DTYPES[spec[0]])
         size = math.prod(shape) * dtype.itemsize
         if at + size > len(blob):
@@ -107,7 +168,7 @@ def unpack(specs: Any, blob: bytes, max_arrays: int) -> list[np.ndarray]:
     return out
 
 
-def check_request(header: dict[str, Any], blob: bytes, limits: DeviceLimits = LIMITS) -> tuple[str, list[np.ndarray]]:
+def check_request(header: dict[str, Any], blob: bytes, limits: DeviceLimits = LIMITS) -> tuple[str, list[Any]]:
     """(kind, inputs) of a child's ``model`` frame, or ProtocolViolation."""
     if set(header) != {"op", "kind", "arrays"}:
         raise ProtocolViolation("unexpected model request fields")
@@ -116,8 +177,10 @@ def check_request(header: dict[str, Any], blob: bytes, limits: DeviceLimits = LI
         raise ProtocolViolation("unknown model kind")
     if len(blob) > limits.max_request_bytes:
         raise ProtocolViolation("model request over the size limit")
-    arrays = unpack(header["arrays"], blob, 1 if kind == "det" else limits.max_batches)
+    arrays = unpack(header["arrays"], blob, 1 if kind == "det" else limits.max_batches, limits.max_request_bytes)
     for a in arrays:
+        if not isinstance(a, Pixels) and a.dtype != np.float32:
+            raise ProtocolViolation("a model input is neither float32 nor pixels")
         if not limits.fits(kind, a):
             raise ProtocolViolation(f"model input of shape {tuple(a.shape)} is outside the limits")
     return kind, arrays
@@ -131,12 +194,12 @@ class PageBudget:
     det_calls: int = 0
     rec_lines: int = 0
 
-    def allows(self, kind: str, arrays: list[np.ndarray]) -> bool:
+    def allows(self, kind: str, arrays: list[Any]) -> bool:
         if kind == "det":
             return self.det_calls + 1 <= self.limits.det_calls_per_page
         return self.rec_lines + sum(len(a) for a in arrays) <= self.limits.rec_lines_per_page
 
-    def charge(self, kind: str, arrays: list[np.ndarray]) -> None:
+    def charge(self, kind: str, arrays: list[Any]) -> None:
         if kind == "det":
             self.det_calls += 1
         else:
@@ -235,7 +298,7 @@ class ParentChannel:
     def begin_page(self) -> None:
         self.budget = PageBudget(self.limits)
 
-    def call(self, kind: str, inputs: list[np.ndarray]) -> list[np.ndarray] | None:
+    def call(self, kind: str, inputs: list[Any]) -> list[np.ndarray] | None:
         """The outputs (det: one map per input; rec: ids and probs per input), or None when the
         call must run here."""
         if self.fds is None or not all(self.limits.fits(kind, a) for a in inputs):
@@ -262,30 +325,33 @@ class ParentChannel:
 
 
 class RemoteDetSession:
-    """Stands in for rapidocr's detector session in a child: the worker's device, else ``local``."""
+    """Stands in for rapidocr's detector session in a child: the worker's device, else ``local``
+    (given the floats)."""
 
     def __init__(self, channel: ParentChannel, local: Callable[[np.ndarray], Any]) -> None:
         self.channel = channel
         self.local = local
 
-    def __call__(self, batch: np.ndarray) -> Any:
+    def __call__(self, batch: np.ndarray | Pixels) -> Any:
         outputs = self.channel.call("det", [batch])
-        return outputs[0] if outputs is not None else self.local(batch)
+        return outputs[0] if outputs is not None else self.local(as_floats(batch))
 
 
 class RemoteLineRunner:
     """A :class:`~batching.LineRunner` in a child: one page's batches to the worker's device in
     one request, else read by ``local`` (the child's own ONNX Runtime session)."""
 
+    takes_pixels = True
+
     def __init__(self, channel: ParentChannel, local: OrtLineRunner) -> None:
         self.channel = channel
         self.local = local
         self.stride = local.stride
 
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, batch: np.ndarray | Pixels) -> tuple[np.ndarray, np.ndarray]:
         return self.run_many([batch])[0]
 
-    def run_many(self, batches: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def run_many(self, batches: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
         limits = self.channel.limits
         results: list[tuple[np.ndarray, np.ndarray]] = []
         start = 0
@@ -299,7 +365,7 @@ class RemoteLineRunner:
             chunk = batches[start:end]
             outputs = self.channel.call("rec", chunk) if size <= limits.max_request_bytes else None
             if outputs is None:
-                results.extend(self.local(b) for b in chunk)
+                results.extend(self.local(as_floats(b)) for b in chunk)
             else:
                 results.extend((outputs[2 * k], outputs[2 * k + 1]) for k in range(len(chunk)))
             start = end
@@ -310,9 +376,10 @@ def attach_remote(engine: Any, channel: ParentChannel, bucketing: Bucketing = Bu
     """``engine`` (a warmed :class:`RapidOcrEngine`, in the zygote) with both model calls sent
     through ``channel``; recognition in width buckets (``bucketing``: at the default, 99.5 % of
     the corpus's lines read as one line alone, ADR 0017 §2), so batches from many children
-    share the device."""
+    share the device. Both inputs go as :class:`Pixels`."""
     ocr = engine._ocr
     ocr.text_det.session = RemoteDetSession(channel, ocr.text_det.session)
+    det_pixels(ocr.text_det)
     inner = ocr.text_rec.inner if isinstance(ocr.text_rec, BatchedTextRecognizer) else ocr.text_rec
     runner = RemoteLineRunner(channel, OrtLineRunner(inner.session.session))
     ocr.text_rec = BatchedTextRecognizer(inner, bucketing, runner)

@@ -672,20 +672,19 @@ class ProcessPoolExtractor:
             if fut.done():
                 return
             try:
-                data = os.read(fd, 1 << 20)
+                frames = child.reader.read_from(fd)
             except BlockingIOError:
                 return
             except OSError:
                 fut.set_exception(_ChildDied())
                 return
-            if not data:
-                fut.set_exception(_ChildDied())
-                return
-            try:
-                child.frames.extend(child.reader.feed(data))
             except ProtocolViolation as exc:
                 fut.set_exception(exc)
                 return
+            if frames is None:
+                fut.set_exception(_ChildDied())
+                return
+            child.frames.extend(frames)
             if child.frames:
                 fut.set_result(None)
 

@@ -92,49 +92,91 @@ def decode_header(raw: bytes) -> dict[str, Any]:
 
 
 class FrameReader:
-    """Incremental frame decoder with caps (the parent's side of a child's pipe)."""
+    """Incremental frame decoder with caps (the parent's side of a child's pipe).
+
+    A frame's head (lengths and header) is gathered until its blob length is known and
+    checked; the blob then goes straight into a buffer of its size (:meth:`read_from` has the
+    kernel write it there), so a model request of many megabytes is copied once on its way in."""
 
     def __init__(self, max_header: int = DEFAULT_MAX_REPLY, max_blob: int = 0) -> None:
         self.max_header = max_header
         self.max_blob = max_blob
-        self._buf = bytearray()
+        self._head = bytearray()
+        self._header: dict[str, Any] = {}
+        self._blob: bytearray | None = None  # the blob being filled, once its length is known
+        self._have = 0
         self._frames: list[tuple[dict[str, Any], bytes]] = []
 
-    def feed(self, data: bytes) -> list[tuple[dict[str, Any], bytes]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[dict[str, Any], bytes]]:
         """Add bytes; return every frame now complete. Raises ProtocolViolation."""
-        self._buf += data
-        while True:
-            frame = self._next()
-            if frame is None:
-                break
-            self._frames.append(frame)
+        view = memoryview(data)
+        while view:
+            view = self._take_head(view) if self._blob is None else self._take_blob(view)
+        out, self._frames = self._frames, []
+        return out
+
+    def read_from(self, fd: int) -> list[tuple[dict[str, Any], bytes]] | None:
+        """Read what ``fd`` has (non-blocking: BlockingIOError when nothing) and return the frames
+        now complete; None at end of file. Raises ProtocolViolation."""
+        import os
+
+        if self._blob is None:
+            data = os.read(fd, 1 << 16)
+            return self.feed(data) if data else None
+        with memoryview(self._blob) as blob:
+            got = os.readv(fd, [blob[self._have :]])
+        if not got:
+            return None
+        self._have += got
+        if self._have == len(self._blob):
+            self._finish()
         out, self._frames = self._frames, []
         return out
 
     @property
     def pending(self) -> int:
         """Bytes received that do not yet form a frame."""
-        return len(self._buf)
+        return len(self._head) + self._have
 
-    def _next(self) -> tuple[dict[str, Any], bytes] | None:
-        buf = self._buf
-        if len(buf) < 4:
-            return None
-        (hlen,) = _LEN.unpack_from(buf, 0)
+    def _take_head(self, view: memoryview) -> memoryview:
+        head = self._head
+        if len(head) < 4:
+            take = min(4 - len(head), len(view))
+            head += view[:take]
+            view = view[take:]
+            if len(head) < 4:
+                return view
+        (hlen,) = _LEN.unpack_from(head, 0)
         if hlen > self.max_header:
             raise ProtocolViolation(f"reply of {hlen} bytes is over the {self.max_header}-byte cap")
-        if len(buf) < 8 + hlen:
-            return None
-        (blen,) = _LEN.unpack_from(buf, 4 + hlen)
+        take = min(8 + hlen - len(head), len(view))
+        head += view[:take]
+        view = view[take:]
+        if len(head) < 8 + hlen:
+            return view
+        (blen,) = _LEN.unpack_from(head, 4 + hlen)
         if blen > self.max_blob:
             raise ProtocolViolation(f"blob of {blen} bytes is over the {self.max_blob}-byte cap")
-        end = 8 + hlen + blen
-        if len(buf) < end:
-            return None
-        header = decode_header(bytes(buf[4 : 4 + hlen]))
-        blob = bytes(buf[8 + hlen : end])
-        del buf[:end]
-        return header, blob
+        self._header = decode_header(bytes(head[4 : 4 + hlen]))
+        self._head = bytearray()
+        self._blob, self._have = bytearray(blen), 0
+        if not blen:
+            self._finish()
+        return view
+
+    def _take_blob(self, view: memoryview) -> memoryview:
+        assert self._blob is not None
+        take = min(len(self._blob) - self._have, len(view))
+        self._blob[self._have : self._have + take] = view[:take]
+        self._have += take
+        if self._have == len(self._blob):
+            self._finish()
+        return view[take:]
+
+    def _finish(self) -> None:
+        assert self._blob is not None
+        self._frames.append((self._header, bytes(self._blob)))
+        self._header, self._blob, self._have = {}, None, 0
 
 
 def read_frame(fd: int, max_blob: int = MAX_REQUEST_BLOB) -> tuple[dict[str, Any], bytes] | None:

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from contrackt.adapters.ocr.pixels import Pixels
+
 Tensor = Any  # torch.Tensor; torch is optional, so it is typed loosely here
 
 
@@ -351,6 +353,8 @@ class TorchRunner:
     ``tf32`` (TF32 convolutions and matrix products), ``fp16`` (autocast: convolutions and
     products in half, reductions and the softmax in single precision)."""
 
+    takes_pixels = True  # uint8 crosses to the device (a quarter of the bytes), floats made there
+
     def __init__(self, model: bytes, device: str, precision: str = "fp32", pad_batch: bool = False) -> None:
         torch = _torch()
         self.torch = torch
@@ -365,16 +369,39 @@ class TorchRunner:
             torch.backends.cuda.matmul.allow_tf32 = allow
         self.graph = OnnxTorch(model, device)
 
-    def forward(self, batch: np.ndarray, names: Sequence[str] | None = None) -> list[Tensor]:
+    def _upload(self, array: np.ndarray) -> Tensor:
+        x = self.torch.from_numpy(np.ascontiguousarray(array))
+        return x.pin_memory().to(self.device, non_blocking=True) if self.device != "cpu" else x
+
+    def _input(self, batch: np.ndarray | Pixels, rows: int) -> Tensor:
+        """``batch`` on the device as float32, ``rows`` rows (zero rows added)."""
         torch = self.torch
         n = len(batch)
-        if self.pad_batch and n & (n - 1):
-            padded = np.zeros((1 << n.bit_length(), *batch.shape[1:]), np.float32)
-            padded[:n] = batch
-            batch = padded
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        if self.device != "cpu":
-            x = x.pin_memory().to(self.device, non_blocking=True)
+        if not isinstance(batch, Pixels):
+            if rows > n:
+                padded = np.zeros((rows, *batch.shape[1:]), np.float32)
+                padded[:n] = batch
+                batch = padded
+            return self._upload(np.asarray(batch, dtype=np.float32))
+        codes, widths = batch.codes, batch.widths
+        if rows > n:  # added rows are all padding: 0.0, as above
+            codes = np.concatenate([codes, np.zeros((rows - n, *codes.shape[1:]), np.uint8)])
+            widths = np.concatenate([widths, np.zeros(rows - n, np.int64)])
+        channels, w = codes.shape[1], codes.shape[3]
+        table = self._upload(np.asarray(batch.table, np.float32)).reshape(-1)
+        # each channel's codes index its own row of the table: one gather, exact
+        offsets = self._upload(np.arange(channels, dtype=np.int64) * 256).view(1, channels, 1, 1)
+        x = table[self._upload(codes).long() + offsets]
+        inside = self._upload(np.arange(w, dtype=np.int64)).view(1, 1, 1, w) < self._upload(
+            np.asarray(widths, np.int64)
+        ).view(-1, 1, 1, 1)
+        return torch.where(inside, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    def forward(self, batch: np.ndarray | Pixels, names: Sequence[str] | None = None) -> list[Tensor]:
+        torch = self.torch
+        n = len(batch)
+        rows = 1 << n.bit_length() if self.pad_batch and n & (n - 1) else n
+        x = self._input(batch, rows)
         if self.precision == "fp16" and self.device.startswith("cuda"):
             with torch.autocast("cuda", dtype=torch.float16):
                 out = self.graph(x, names)
@@ -392,7 +419,7 @@ class TorchLineRunner(TorchRunner):
         ids, _ = self(np.zeros((1, 3, 48, 320), np.float32))
         self.stride = max(1, round(320 / ids.shape[1]))
 
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, batch: np.ndarray | Pixels) -> tuple[np.ndarray, np.ndarray]:
         (scores,) = self.forward(batch)
         probs, ids = scores.float().max(dim=2)
         return ids.cpu().numpy(), probs.cpu().numpy()
@@ -402,6 +429,6 @@ class TorchDetSession(TorchRunner):
     """Stands in for rapidocr's detector session: ``(N, 3, H, W)`` float32 in, its probability
     map ``(N, 1, H, W)`` float32 out."""
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray | Pixels) -> np.ndarray:
         (maps,) = self.forward(batch)
         return np.asarray(maps.float().cpu().numpy())
