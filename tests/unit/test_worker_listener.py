@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from contrackt.adapters.db.migrate import upgrade
+from contrackt.adapters.ocr.fault_engines import FAULT_ENV
 from contrackt.adapters.ocr.pool import ProcessPoolExtractor
-from contrackt.adapters.ocr.worker_child import FAULT_ENV, WARM_UP_PDF
+from contrackt.adapters.ocr.worker_child import WARM_UP_PDF
 from contrackt.api.app import create_app
 from contrackt.bootstrap import build
 from contrackt.domain.errors import ResourceLimit, SandboxViolation

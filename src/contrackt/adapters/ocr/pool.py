@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from contrackt.adapters.ocr import sandbox
 from contrackt.adapters.ocr.engines import DEFAULT_ENGINE, ENGINES, ModelMissing, available_engines, check_engine
 from contrackt.adapters.ocr.fair_slots import FairSlots
+from contrackt.adapters.ocr.fault_engines import FAULT_ENGINES, FAULT_ENV
 from contrackt.adapters.ocr.protocol import (
     DEFAULT_MAX_REPLY,
     FrameReader,
@@ -61,7 +62,7 @@ from contrackt.adapters.ocr.protocol import (
     searchable_cap,
     write_all,
 )
-from contrackt.adapters.ocr.worker_child import FAULT_ENGINES, FAULT_ENV, ChildConfig
+from contrackt.adapters.ocr.worker_child import ChildConfig
 from contrackt.adapters.ocr.zygote_client import ZygoteClient, ZygoteGone
 from contrackt.domain.errors import (
     ContracktError,

@@ -48,6 +48,15 @@ ERROR_CODES = (
 ACTIVE_CONTENT = ("javascript", "launch_action", "embedded_files")
 
 
+class ChildError(Exception):
+    """A child's ``error`` reply: ``code`` one of :data:`ERROR_CODES`, ``message`` for logs."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class ProtocolViolation(Exception):
     """The peer sent something outside the protocol (framing or schema)."""
 

@@ -36,23 +36,16 @@ from __future__ import annotations
 import math
 import os
 import re
-import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from contrackt.adapters.ocr.protocol import encode, read_frame, write_all
+from contrackt.adapters.ocr.fault_engines import FAULT_ENGINES, RawReply, fault, marker
+from contrackt.adapters.ocr.protocol import ChildError, encode, read_frame, write_all
 
 if TYPE_CHECKING:
     from contrackt.adapters.ocr.images import Frame, ImageDocument
     from contrackt.adapters.ocr.resolution import Native
-
-# Test engines (enabled only by configuration): misbehave on purpose.
-FAULT_ENGINES = ("crash", "hang", "oom", "forge", "oversize", "probe", "greedy")
-# With fault engines on, a ``%SEARCHABLE:oversize|garbage|fail`` line in a PDF makes the child
-# misbehave when asked for the searchable PDF (tests of the one reply that carries a blob).
-FAULT_ENV = "CONTRACKT_OCR_FAULT_ENGINES"
 
 
 @dataclass(frozen=True)
@@ -89,13 +82,6 @@ class ChildConfig:
     # engines whose two model calls go to the worker's device over the child's pipe
     # (model_host.py); empty: every model runs in the child, on its CPU
     remote_models: tuple[str, ...] = ()
-
-
-class ChildError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # ----------------------------------------------------------------------------- PDF work
@@ -365,7 +351,7 @@ class PageWorker:
         if self.pdf is None:
             raise ChildError("internal_error", "no document is open")
         if engine in FAULT_ENGINES and self.config.fault_engines:
-            return _fault(engine, self.pdf, index, self.channel)
+            return fault(engine, self.pdf, index, self.channel)
         if self.image is not None:
             return self.image_page(self.image, index, mode, engine)
         return self._page(self.doc, index, mode, engine)
@@ -374,12 +360,12 @@ class PageWorker:
         """The searchable PDF of the open document, from the parent's validated ``pages``."""
         if self.pdf is None:
             raise ChildError("internal_error", "no document is open")
-        fault = _marker(self.pdf, b"SEARCHABLE").decode() if self.config.fault_engines else ""
-        if fault == "oversize":  # claims one byte more than the parent allows
-            raise _RawReply(encode({"op": "searchable", "id": self.request_id})[:-4] + (cap + 1).to_bytes(4, "big"))
-        if fault == "garbage":
+        misbehave = marker(self.pdf, b"SEARCHABLE").decode() if self.config.fault_engines else ""
+        if misbehave == "oversize":  # claims one byte more than the parent allows
+            raise RawReply(encode({"op": "searchable", "id": self.request_id})[:-4] + (cap + 1).to_bytes(4, "big"))
+        if misbehave == "garbage":
             return b"GIF89a" + b"\0" * 64
-        if fault == "fail":
+        if misbehave == "fail":
             raise ChildError("output_limit", "test fault")
         if self.image is not None:
             return self._searchable_image(self.image, pages, cap)
@@ -690,106 +676,6 @@ def _unrotate_box(
     return (min(xs), min(ys), max(xs), max(ys))
 
 
-# ----------------------------------------------------------------------------- faults (tests)
-
-
-def _marker(pdf: bytes, name: bytes) -> bytes:
-    start = pdf.find(b"%" + name + b":")
-    if start < 0:
-        return b""
-    start += len(name) + 2
-    end = pdf.find(b"\n", start)
-    return pdf[start : end if end >= 0 else len(pdf)].strip()
-
-
-def _fault(engine: str, pdf: bytes, index: int, channel: Any = None) -> dict[str, Any]:
-    """Act as a child taken over by a hostile document would (tests only)."""
-    if engine == "crash":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif engine == "hang":
-        time.sleep(3600)
-    elif engine == "oom":
-        hog = [bytearray(64 * 1024 * 1024) for _ in range(1024)]
-        del hog
-    elif engine == "forge":
-        # A pickle that would run a shell command in whoever unpickles it, written raw
-        # onto the reply pipe (an unpickling parent would execute it).
-        target = _marker(pdf, b"FORGE").decode() or "/nonexistent/contrackt-forged"
-        payload = b"cos\nsystem\n(S'touch " + target.encode() + b"'\ntR."
-        raise _RawReply(payload)
-    elif engine == "oversize":
-        raise _RawReply((0x7FFFFFFF).to_bytes(4, "big") + b"{")
-    elif engine == "greedy":
-        # well-formed model calls past a page's share of the worker's device (model_host.py);
-        # the modules are the zygote's already (it set the channel up)
-        if channel is None or channel.fds is None:
-            raise ChildError("internal_error", "no device to be greedy with")
-        import numpy as np
-
-        from contrackt.adapters.ocr.model_host import pack
-
-        specs, blob = pack([np.zeros((1, 3, 32, 32), np.float32)])
-        fd_in, fd_out = channel.fds
-        for _ in range(channel.limits.det_calls_per_page + 1):
-            write_all(fd_out, encode({"op": "model", "kind": "det", "arrays": specs}, blob))
-            if read_frame(fd_in) is None:
-                break
-        raise ChildError("internal_error", "the worker answered every call")
-    elif engine == "probe":
-        import json
-
-        targets = json.loads(_marker(pdf, b"PROBE") or b"[]")
-        text = json.dumps(probe(targets), sort_keys=True)
-        return {
-            "number": index + 1,
-            "source": "text_layer",
-            "zoom": None,
-            "rotation": 0,
-            "confidence": 1.0,
-            "text": text,
-            "lines": [],
-        }
-    raise ChildError("internal_error", "unknown fault")
-
-
-class _RawReply(Exception):
-    def __init__(self, data: bytes) -> None:
-        super().__init__("raw reply")
-        self.data = data
-
-
-def probe(paths: list[str]) -> dict[str, Any]:
-    """What this process can reach: files, the network, other programs and processes."""
-    import socket
-    import subprocess
-
-    def attempt(fn: Any) -> str:
-        try:
-            fn()
-            return "allowed"
-        except OSError as exc:
-            return errno_name(exc.errno)
-        except Exception as exc:
-            return type(exc).__name__
-
-    out: dict[str, Any] = {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid()}
-    out["environ"] = sorted(os.environ)
-    out["files"] = {path: attempt(lambda p=path: open(p, "rb").close()) for path in paths}
-    out["socket"] = attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())
-    out["unix_socket"] = attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close())
-    out["exec"] = attempt(lambda: subprocess.run(["/bin/true"], check=False))
-    out["fork"] = attempt(lambda: os.waitpid(os.fork() or os._exit(0), 0))  # type: ignore[func-returns-value]
-    out["signal_parent"] = attempt(lambda: os.kill(os.getppid(), 0))
-    out["write_tmp"] = attempt(lambda: open(f"/tmp/contrackt-probe-{os.getpid()}", "wb").close())  # noqa: S108
-    return out
-
-
-def errno_name(number: int | None) -> str:
-    import errno
-
-    return errno.errorcode.get(number or 0, str(number))
-
-
 # ----------------------------------------------------------------------------- the serve loop
 
 
@@ -824,7 +710,7 @@ def serve(fd_in: int, fd_out: int, worker: PageWorker, status: dict[str, str]) -
                 reply = {"op": "page", "id": req_id, "page": page}
             else:
                 reply = {"op": "error", "id": req_id, "code": "internal_error", "message": "unknown request"}
-        except _RawReply as raw:
+        except RawReply as raw:
             write_all(fd_out, raw.data)
             return
         except ChildError as exc:

@@ -43,7 +43,8 @@ from dataclasses import fields
 from typing import Any
 
 from contrackt.adapters.ocr import sandbox
-from contrackt.adapters.ocr.worker_child import FAULT_ENGINES, ChildConfig, PageWorker, serve
+from contrackt.adapters.ocr.fault_engines import FAULT_ENGINES
+from contrackt.adapters.ocr.worker_child import ChildConfig, PageWorker, serve
 
 MAX_MESSAGE = 64 * 1024
 
