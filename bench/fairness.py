@@ -4,6 +4,7 @@ then tenant B one born-digital document; how long does B wait?
     .venv/bin/python -m bench.fairness                       # embedded `contrackt serve`, defaults
     .venv/bin/python -m bench.fairness --mode production     # `contrackt api` + 2 `contrackt worker`
     .venv/bin/python -m bench.fairness --scans 10 --json out.json
+    .venv/bin/python -m bench.fairness --compare              # text slots off, then on (default)
 
 Embedded: a fresh CONTRACKT_HOME, every setting at its default. Production: PostgreSQL (a
 fresh database), Redis Streams, Redis results, moto S3 from ``.test-services/env``
@@ -12,6 +13,8 @@ worker's OCR children sized to its half of the host's cores (as pods are sized).
 A submits ``--scans`` copies of ``synthetic/scan_hard.pdf`` (10 pages each); once A's
 first job is being processed, B submits ``synthetic/born_digital.pdf`` (10 text-layer
 pages). Printed: B's latency (submit -> completed) and how much of A was still unfinished.
+``--compare`` runs it twice in a row, ``CONTRACKT_OCR_TEXT_SLOTS=0`` (B's text layers wait
+for an OCR slot, as before text slots) and then at its default (one text slot per worker).
 """
 
 from __future__ import annotations
@@ -68,18 +71,19 @@ async def scenario(base: str, a_key: str, b_key: str, scans: int) -> dict[str, A
     }
 
 
-def embedded(tmp: Path, scans: int) -> dict[str, Any]:
-    with stack.embedded(tmp, ["A", "B"]) as (s, (a, b)):
+def embedded(tmp: Path, scans: int, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    with stack.embedded(tmp, ["A", "B"], extra) as (s, (a, b)):
         return asyncio.run(scenario(s.url, a, b, scans))
 
 
-def production(tmp: Path, scans: int) -> dict[str, Any]:
+def production(tmp: Path, scans: int, extra: dict[str, str] | None = None) -> dict[str, Any]:
     # Two workers share this host's cores as two pods would each have their own: each runs one OCR
     # child per core of its share (the deploy sets CONTRACKT_WORKERS to a pod's cores). Left at the
     # default (every core) both would run one per core of the host, two OCR processes a core, and
     # B would wait for A's pages read at half speed (ADR 0007).
     share = str(max(1, (os.cpu_count() or 2) // 2))
-    with stack.production(tmp, ["A", "B"], workers=2, extra={"CONTRACKT_WORKERS": share}) as (s, (a, b)):
+    env = {"CONTRACKT_WORKERS": share, **(extra or {})}
+    with stack.production(tmp, ["A", "B"], workers=2, extra=env) as (s, (a, b)):
         return asyncio.run(scenario(s.url, a, b, scans))
 
 
@@ -88,21 +92,34 @@ def main() -> None:
     parser.add_argument("--mode", choices=["embedded", "production"], default="embedded")
     parser.add_argument("--scans", type=int, default=10, help="copies of scan_hard.pdf (10 pages each) from A")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--text-slots", type=int, default=None, help="CONTRACKT_OCR_TEXT_SLOTS (default: its default)")
+    parser.add_argument("--compare", action="store_true", help="run with text slots off, then at the default")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) and print it")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="ctk-fair-"))
-    try:
-        before = load()
-        row = (embedded if args.mode == "embedded" else production)(tmp, args.scans)
-        row.update(mode=args.mode, load_before=before, load_after=load(), cpus=os.cpu_count())
-    finally:
-        if args.keep:
-            print(f"logs: {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(row))
+    runs: list[int | None] = [0, None] if args.compare else [args.text_slots]
+    rows = []
+    for slots in runs:
+        tmp = Path(tempfile.mkdtemp(prefix="ctk-fair-"))
+        extra = {} if slots is None else {"CONTRACKT_OCR_TEXT_SLOTS": str(slots)}
+        try:
+            before = load()
+            row = (embedded if args.mode == "embedded" else production)(tmp, args.scans, extra)
+            row.update(
+                mode=args.mode,
+                text_slots="default" if slots is None else slots,
+                load_before=before,
+                load_after=load(),
+                cpus=os.cpu_count(),
+            )
+        finally:
+            if args.keep:
+                print(f"logs: {tmp}", file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     if args.json:
-        args.json.write_text(json.dumps(row, indent=2))
+        args.json.write_text(json.dumps(rows if args.compare else rows[0], indent=2))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def make_extractor(settings: Settings, preload: bool = True) -> Extractor:
         engine=settings.ocr_engine,
         engines=known_engines(settings),
         memory_limit_mb=settings.ocr_memory_limit_mb,
+        text_slots=settings.ocr_text_slots,
         page_timeout_s=settings.page_timeout_seconds,
         job_timeout_s=settings.job_timeout_seconds,
         max_pages=settings.max_pages,

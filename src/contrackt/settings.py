@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     ocr_engine: str = "rapidocr"  # default engine: rapidocr | rapidocr-fast | tesseract
     ocr_engines: str = ""  # engines a request may pick (comma-separated); empty = every installed one
     ocr_memory_limit_mb: int = 2048
+    # children per worker that read PDFs' text layers while every OCR slot is taken (0: none)
+    ocr_text_slots: int = Field(default=1, ge=0, le=8)
     # OCR children's network: auto (leave it when the kernel allows) | required | off
     ocr_network_isolation: Literal["auto", "required", "off"] = "auto"
     # OCR children's identity: auto (each child its own unprivileged uid when this process can

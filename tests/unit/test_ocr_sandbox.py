@@ -9,18 +9,19 @@ reply, or sit still while the test looks at it from outside.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from contrackt.adapters.db.migrate import upgrade
-from contrackt.adapters.ocr.fair_slots import FairSlots
+from contrackt.adapters.ocr.fair_slots import FairSlots, acquire_first
 from contrackt.adapters.ocr.pool import ProcessPoolExtractor
 from contrackt.adapters.ocr.protocol import OutputCaps
 from contrackt.adapters.ocr.worker_child import WARM_UP_PDF
@@ -316,6 +317,119 @@ def test_a_cancelled_waiter_does_not_leak_its_slot() -> None:
         await asyncio.wait_for(sched.acquire("C"), 1.0)  # the slot came back
 
     asyncio.run(scenario())
+
+
+def test_waiting_on_two_schedulers_holds_one_slot_and_leaks_none() -> None:
+    async def scenario() -> None:
+        ocr, text = FairSlots(1), FairSlots(1)
+        await ocr.acquire("A")
+        await text.acquire("A")
+        waiter = asyncio.create_task(acquire_first("B", 5.0, ocr, text))
+        await asyncio.sleep(0.01)
+        text.release("A")  # the text slot frees first: B holds it, and only it
+        assert await waiter is text
+        ocr.release("A")
+        assert ocr.try_acquire("C")  # B's wait on the OCR slot gave nothing away
+        # a timed-out wait and a cancelled one leave both schedulers as they were
+        assert await acquire_first("D", 0.05, ocr, text) is None
+        gone = asyncio.create_task(acquire_first("E", 5.0, ocr, text))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        ocr.release("C")
+        text.release("B")
+        assert ocr.try_acquire("F") and text.try_acquire("F")
+        assert not ocr.try_acquire("G") and not text.try_acquire("G")
+        # both free at once: the first scheduler is kept, the other's slot given back
+        both_a, both_b = FairSlots(1), FairSlots(1)
+        assert await acquire_first("H", 1.0, both_a, both_b) is both_a
+        assert both_b.try_acquire("I")
+
+    asyncio.run(scenario())
+
+
+def _hold_every_ocr_slot(pool: ProcessPoolExtractor) -> list[asyncio.Task[object]]:
+    """Tenant A's children that sit still (``hang``) on every OCR slot of ``pool``."""
+    return [
+        asyncio.create_task(pool.extract(WARM_UP_PDF, ExtractOptions(engine="hang", mode="ocr", tenant_id="A")))
+        for _ in range(pool.workers)
+    ]
+
+
+async def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def _release(hogs: list[asyncio.Task[object]]) -> None:
+    for hog in hogs:
+        hog.cancel()
+    await asyncio.gather(*hogs, return_exceptions=True)
+
+
+def test_a_born_digital_document_is_read_while_every_ocr_slot_is_taken(pool: ProcessPoolExtractor) -> None:
+    """Another tenant's pages hold every OCR slot far past this test's patience; a PDF
+    whose pages have text layers is read at once, in a text slot, and reads as it would
+    on an idle pool."""
+    born = corpus_path("synthetic", "born_digital.pdf").read_bytes()
+
+    async def scenario() -> tuple[list[str], list[str], list[int]]:
+        hogs = _hold_every_ocr_slot(pool)
+        try:
+            await _until(lambda: len(pool.child_pids()) == pool.workers)
+            busy = await asyncio.wait_for(pool.extract(born, ExtractOptions(tenant_id="B")), 10.0)
+            assert not any(hog.done() for hog in hogs)  # A's pages still hold their slots
+            children = pool.child_pids()
+        finally:
+            await _release(hogs)
+        idle = await pool.extract(born, ExtractOptions(tenant_id="B"))
+        assert all(p.source == "text_layer" for p in busy.pages)
+        return [p.text for p in busy.pages], [p.text for p in idle.pages], children
+
+    busy, idle, children = asyncio.run(scenario())
+    assert len(busy) == 10 and busy == idle
+    assert len(children) == pool.workers  # B's text-slot child is gone with its document
+    assert pool.child_pids() == []
+
+
+def test_a_scanned_page_sends_the_rest_of_its_document_to_the_ocr_slots(pool: ProcessPoolExtractor) -> None:
+    """A text slot reads text layers only: the first page that needs OCR waits for an OCR
+    slot (fair share as ever), and the document reads as it would on an idle pool."""
+    import pypdfium2 as pdfium
+
+    mixed = pdfium.PdfDocument.new()
+    mixed.import_pages(pdfium.PdfDocument(corpus_path("synthetic", "born_digital.pdf")), [0])
+    mixed.import_pages(pdfium.PdfDocument(corpus_path("synthetic", "scan_mild.pdf")), [0])
+    mixed.import_pages(pdfium.PdfDocument(corpus_path("synthetic", "born_digital.pdf")), [1])
+    buffer = io.BytesIO()
+    mixed.save(buffer)
+    doc = buffer.getvalue()
+
+    async def scenario() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        done: list[int] = []
+
+        async def progress(count: int, total: int) -> None:
+            done.append(count)
+
+        hogs = _hold_every_ocr_slot(pool)
+        try:
+            await _until(lambda: len(pool.child_pids()) == pool.workers)
+            b = asyncio.create_task(pool.extract(doc, ExtractOptions(tenant_id="B"), progress))
+            await _until(lambda: done == [1], 10.0)  # page 1 from its text layer, in a text slot
+            await asyncio.sleep(1.0)
+            assert not b.done() and done == [1]  # page 2 is a scan: it waits for an OCR slot
+        finally:
+            await _release(hogs)
+        busy = await asyncio.wait_for(b, 120.0)
+        idle = await pool.extract(doc, ExtractOptions(tenant_id="B"))
+        return [(p.source, p.text) for p in busy.pages], [(p.source, p.text) for p in idle.pages]
+
+    busy, idle = asyncio.run(scenario())
+    assert [source for source, _ in busy] == ["text_layer", "ocr", "text_layer"]
+    assert busy == idle
+    assert pool.child_pids() == []
 
 
 def test_a_small_document_overtakes_a_long_scan() -> None:

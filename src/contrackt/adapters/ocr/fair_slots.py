@@ -38,6 +38,15 @@ class FairSlots:
         self._seq = itertools.count()
         self.closed = False
 
+    def try_acquire(self, key: str) -> bool:
+        """Take a slot only if one is free now (no one waits then: a freed slot goes to a waiter)."""
+        with self._lock:
+            if self.closed or self._free <= 0:
+                return False
+            self._free -= 1
+            self._held[key] += 1
+            return True
+
     async def acquire(self, key: str) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -112,3 +121,28 @@ class FairSlots:
 def _fail(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_exception(ContracktError("The extraction pool is closed"))
+
+
+async def acquire_first(key: str, timeout: float, *choices: FairSlots) -> FairSlots | None:
+    """Wait for a slot of whichever of ``choices`` frees one first; the one held (None: none
+    within ``timeout``). Slots granted to the losers are given back, and so is everything
+    when the caller is cancelled; a scheduler's error (closed) is raised."""
+    tasks = [asyncio.ensure_future(c.acquire(key)) for c in choices]
+    finished = False
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finished = True
+    finally:
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        # a cancelled acquire never holds a slot (FairSlots gives it back); a finished one does
+        held = [c for c, outcome in zip(choices, outcomes, strict=True) if outcome is None]
+        for c in held[1:] if finished else held:
+            c.release(key)
+    if held:
+        return held[0]
+    for outcome in outcomes:
+        if isinstance(outcome, Exception) and not isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+    return None

@@ -12,6 +12,12 @@ Fair share of the cores: ``workers`` slots, handed out by ``FairSlots``
 come first served among equals). A lane that has held its slot for ``slice_s`` seconds gives it back
 after its current page whenever another tenant is waiting, so a 500-page scan
 cannot keep a one-page document waiting for more than a slice.
+A PDF's text layers need no OCR, so they need not wait for an OCR slot either: while
+every OCR slot is taken, a PDF read in mode ``auto`` or ``text`` may take one of
+``text_slots`` *text* slots instead (the same fair shares), whose child reads text layers
+only; at the first page that needs OCR the job gives the text slot back and waits for an
+OCR slot like any other. A born-digital document is then not slowed by another tenant's
+scans, at the cost of ``text_slots`` more children (and a little CPU) per pool (ADR 0007).
 
 Everything a child says is hostile input: frames with caps, a schema check of
 each reply (``protocol.py``), never unpickling. A reply outside the protocol
@@ -46,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from contrackt.adapters.ocr import sandbox
 from contrackt.adapters.ocr.engines import DEFAULT_ENGINE, ENGINES, ModelMissing, available_engines, check_engine
-from contrackt.adapters.ocr.fair_slots import FairSlots
+from contrackt.adapters.ocr.fair_slots import FairSlots, acquire_first
 from contrackt.adapters.ocr.fault_engines import FAULT_ENGINES, FAULT_ENV
 from contrackt.adapters.ocr.protocol import (
     DEFAULT_MAX_REPLY,
@@ -114,6 +120,10 @@ class _NeedsEngine(Exception):
     """A child forked before its engine was loaded met a page that needs OCR."""
 
 
+class _NeedsOcr(Exception):
+    """A text lane's child met a page without a usable text layer."""
+
+
 # ----------------------------------------------------------------------------- children
 
 
@@ -158,6 +168,9 @@ class _Job:
     # fork children without waiting for the engine (a PDF's text-layer pages need none);
     # cleared the first time a page needs OCR
     lazy: bool = False
+    # a lane may take a text slot while the OCR slots are taken (a PDF in mode auto or
+    # text); cleared the first time a page needs OCR
+    light: bool = False
 
     def begin(self, pages: int) -> None:
         """Plan the pages to read once the document's page count is known."""
@@ -199,7 +212,8 @@ class _Lane:
         self.pool = pool
         self.job = job
         self.child: _Child | None = None
-        self.holding = False
+        self.held: FairSlots | None = None  # the scheduler whose slot this lane holds
+        self.text = False  # the slot is a text slot: text layers only
         self.since = 0.0
 
     async def begin(self) -> DocumentInfo | None:
@@ -209,17 +223,20 @@ class _Lane:
         remaining = job.deadline - time.monotonic()
         if remaining <= 0:
             raise ExtractionTimeout("The document took too long to process")
-        try:
-            await asyncio.wait_for(pool._sched.acquire(job.key), remaining)
-        except TimeoutError:
-            raise ExtractionTimeout("No extraction worker became free in time") from None
-        self.holding = True
+        self.held = await pool._take_slot(job, remaining)
+        if self.held is None:
+            raise ExtractionTimeout("No extraction worker became free in time")
+        self.text = self.held is pool._text
+        if self.text and not job.light:  # the job met a scanned page while this lane waited
+            self.end()
+            return await self.begin()
         self.since = time.monotonic()
         if job.total and (not job.pending or job.error is not None):
             self.end()
             return None
         try:
-            self.child = await pool._spawn(job.spawn_engine, job.lazy, job.media_type != "application/pdf")
+            engine = None if self.text else job.spawn_engine
+            self.child = await pool._spawn(engine, job.lazy, job.media_type != "application/pdf")
             timeout = max(0.1, min(pool.inspect_timeout_s, job.deadline - time.monotonic()))
             return await pool._open(self.child, job.pdf, timeout, job.media_type)
         except BaseException:
@@ -230,9 +247,9 @@ class _Lane:
         if self.child is not None:
             self.pool._kill(self.child)
             self.child = None
-        if self.holding:
-            self.holding = False
-            self.pool._sched.release(self.job.key)
+        if self.held is not None:
+            held, self.held = self.held, None
+            held.release(self.job.key)
 
     async def run(self) -> None:
         pool, job = self.pool, self.job
@@ -249,10 +266,16 @@ class _Lane:
                 index = job.pending.popleft()
                 started = time.monotonic()
                 try:
-                    page = await pool._page(self.child, job, index)
+                    page = await pool._page(self.child, job, index, self.text)
                 except _NeedsEngine:
                     # this child was forked before the engine was loaded: the next one has it
                     job.lazy = False
+                    job.pending.appendleft(index)
+                    self.end()
+                    continue
+                except _NeedsOcr:
+                    # a scanned page: the rest of the job waits for OCR slots
+                    job.light = False
                     job.pending.appendleft(index)
                     self.end()
                     continue
@@ -260,7 +283,8 @@ class _Lane:
                 job.record(index, page)
                 if job.progress is not None:
                     await job.progress(job.done, job.total)
-                if time.monotonic() - self.since >= pool.slice_s and pool._sched.contended(job.key):
+                held = self.held
+                if time.monotonic() - self.since >= pool.slice_s and held is not None and held.contended(job.key):
                     self.end()  # someone else's turn; this job waits for a slot again
         except ContracktError as exc:
             job.fail(exc)
@@ -310,6 +334,7 @@ class ProcessPoolExtractor:
         device: str = "cpu",
         device_precision: str = "fp16",
         device_host: DeviceHost | None = None,
+        text_slots: int = 1,
     ) -> None:
         """``engine`` is the deployment's default: with ``preload`` the zygote loads and
         self-tests it before ``start`` returns (workers), without it only when a page first
@@ -325,9 +350,12 @@ class ProcessPoolExtractor:
         ``device`` (cpu | cuda | auto) runs the default engine's models on this process's GPU
         for every child (``model_host.py``), opened at ``start``; without a usable one the
         children read on their CPUs and ``device_status`` says why. ``device_host`` gives
-        one ready-made (tests: ONNX Runtime standing in for the device)."""
+        one ready-made (tests: ONNX Runtime standing in for the device). ``text_slots``
+        children may read PDFs' text layers while every OCR slot is taken (0: none)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if text_slots < 0:
+            raise ValueError("text_slots must be 0 or more")
         if network_isolation not in sandbox.NETWORK_MODES:
             raise ValueError(f"network_isolation must be one of {', '.join(sandbox.NETWORK_MODES)}")
         if seccomp not in sandbox.SECCOMP_MODES:
@@ -395,6 +423,7 @@ class ProcessPoolExtractor:
             memory_limit_mb=memory_limit_mb, uid_base=self.uid_base, seccomp=seccomp
         )
         self._sched = FairSlots(workers)
+        self._text = FairSlots(text_slots) if text_slots else None
         self._zygote: ZygoteClient | None = None
         self._zygote_lock = threading.Lock()
         self._live: set[_Child] = set()
@@ -537,6 +566,8 @@ class ProcessPoolExtractor:
     def _close_sync(self) -> None:
         self._closed = True
         self._sched.close()
+        if self._text is not None:
+            self._text.close()
         with self._live_lock:
             children = list(self._live)
         for child in children:
@@ -795,9 +826,25 @@ class ProcessPoolExtractor:
             raise self._violation(child) from None
         return DocumentInfo(pages=pages, encrypted=encrypted, active_content=found)
 
-    async def _page(self, child: _Child, job: _Job, index: int) -> dict[str, Any]:
+    async def _take_slot(self, job: _Job, timeout: float) -> FairSlots | None:
+        """An OCR slot; for a job whose pages may be text layers, a free OCR slot or else
+        whichever frees first of an OCR slot and a text slot. None: none within ``timeout``."""
+        if not job.light or self._text is None:
+            try:
+                await asyncio.wait_for(self._sched.acquire(job.key), timeout)
+            except TimeoutError:
+                return None
+            return self._sched
+        if self._sched.try_acquire(job.key):
+            return self._sched
+        return await acquire_first(job.key, timeout, self._sched, self._text)
+
+    async def _page(self, child: _Child, job: _Job, index: int, text: bool = False) -> dict[str, Any]:
+        """Page ``index`` read by ``child``; ``text``: the child holds a text slot and reads
+        text layers only (a page without one: ``_NeedsOcr``)."""
         timeout = min(self.page_timeout_s, max(0.0, job.deadline - time.monotonic()))
-        request = {"op": "page", "index": index, "mode": job.mode, "engine": job.engine}
+        mode = "layer" if text and job.mode == "auto" else job.mode
+        request = {"op": "page", "index": index, "mode": mode, "engine": job.engine}
         budget = None
         if self._host is not None:
             from contrackt.adapters.ocr.model_host import PageBudget
@@ -807,6 +854,8 @@ class ProcessPoolExtractor:
         if reply.get("op") == "error":
             if reply.get("code") == "needs_engine" and child.without_engine:
                 raise _NeedsEngine
+            if reply.get("code") == "needs_ocr" and mode == "layer":
+                raise _NeedsOcr
             raise self._error(child, reply)
         if reply.get("op") != "page" or set(reply) != {"op", "id", "page"}:
             raise self._violation(child)
@@ -848,6 +897,7 @@ class ProcessPoolExtractor:
             media_type=options.media_type,
             selection=options.pages,
             lazy=options.mode == "auto" and options.media_type == "application/pdf",
+            light=options.mode in ("auto", "text") and options.media_type == "application/pdf",
         )
 
     async def extract(

@@ -43,6 +43,7 @@ ERROR_CODES = (
     "output_limit",
     "unknown_engine",
     "needs_engine",
+    "needs_ocr",
     "internal_error",
 )
 ACTIVE_CONTENT = ("javascript", "launch_action", "embedded_files")

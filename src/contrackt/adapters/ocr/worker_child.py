@@ -10,7 +10,7 @@ Protocol (frames of ``protocol.py``; the parent checks every reply):
 
 parent -> child
     {"op": "open", "id", "media_type"} + blob: the document's bytes (once)
-    {"op": "page", "id", "index", "mode", "engine"}
+    {"op": "page", "id", "index", "mode", "engine"}   mode: auto | ocr | text | layer
     {"op": "searchable", "id", "pages": [validated pages], "cap"}   the searchable PDF
     {"op": "stop"}
 child -> parent
@@ -20,9 +20,11 @@ child -> parent
     {"op": "searchable", "id"} + blob: the PDF (at most ``cap`` bytes; the only reply with a blob)
     {"op": "error", "id", "code", "message"}   code: encrypted_pdf | corrupt_pdf |
         corrupt_image | image_too_large | too_many_pages | resource_limit | output_limit |
-        unknown_engine | needs_engine | internal_error
+        unknown_engine | needs_engine | needs_ocr | internal_error
     (``needs_engine``: a page needs OCR but the child was forked before the zygote had
-    loaded the engine; the parent forks another child that has it and asks again)
+    loaded the engine; the parent forks another child that has it and asks again.
+    ``needs_ocr``: mode ``layer``, a text slot's request, met a page without a usable
+    text layer; the parent asks again from an OCR slot)
 
 An image (JPEG, PNG, TIFF) is a document whose pages are its frames
 (``images.py``): decoded here only, after its declared sizes passed the pixel cap.
@@ -350,6 +352,8 @@ class PageWorker:
     def page(self, index: int, mode: str, engine: str) -> dict[str, Any]:
         if self.pdf is None:
             raise ChildError("internal_error", "no document is open")
+        if mode == "layer" and (self.image is not None or (engine in FAULT_ENGINES and self.config.fault_engines)):
+            raise ChildError("needs_ocr", "the page needs OCR")  # a test engine acts at OCR time
         if engine in FAULT_ENGINES and self.config.fault_engines:
             return fault(engine, self.pdf, index, self.channel)
         if self.image is not None:
@@ -446,6 +450,8 @@ class PageWorker:
                         "text": "\n".join(ln.text for ln in layer.lines),
                         "lines": lines,
                     }
+                if mode == "layer":  # a text slot's child reads text layers only
+                    raise ChildError("needs_ocr", "the page has no usable text layer")
             out = self.ocr_page(page, index, engine)
         finally:
             page.close()
