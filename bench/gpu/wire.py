@@ -140,10 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     from contrackt.adapters.ocr.pixels import Pixels, as_floats
 
     pixels = page_requests(args.pdf, args.page, args.engine)
-    floats = [(kind, [as_floats(item) for item in inputs]) for kind, inputs in pixels]
-    for (_, sent), (_, made) in zip(pixels, floats, strict=True):
+    for _, sent in pixels:
         assert all(isinstance(item, Pixels) for item in sent), "a request left the child as floats"
-        del made
+    floats = [(kind, [as_floats(item) for item in inputs]) for kind, inputs in pixels]
     print(
         f"# bench.gpu.wire  {args.pdf.name} page {args.page}, {args.engine}, {args.repeats} repeats,"
         f" load average {os.getloadavg()[0]:.2f}"
