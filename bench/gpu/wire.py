@@ -15,7 +15,8 @@ batches exactly as a child sends them. Then, for each encoding:
 - **decode**: making the floats from pixels where a model does not take pixels itself (ONNX
   Runtime stand-ins; the torch runner makes them on the device).
 
-Prints megabytes a page beside each, and one plain copy of the float bytes (the memory's speed).
+Prints megabytes a page beside each, what the worker's replies weigh and cost it to pack, and one
+plain copy of the float bytes (the memory's speed).
 """
 
 from __future__ import annotations
@@ -78,6 +79,37 @@ def child_ms(requests: list[tuple[str, list[Any]]], repeats: int) -> float:
     for _ in range(repeats):
         frames(requests)
     return (time.process_time() - started) / repeats * 1000
+
+
+def reply_ms(requests: list[tuple[str, list[Any]]], repeats: int) -> tuple[float, float]:
+    """(MB, CPU ms) a page of the worker's answers, packed and framed as ``DeviceHost.answer``
+    does: the detector's probability map (float32, the input's size) and, per recogniser batch,
+    arg-max ids (int64) and their probabilities (float32), one per ``stride`` (8) columns."""
+    import numpy as np
+
+    from contrackt.adapters.ocr.batching import valid_steps
+    from contrackt.adapters.ocr.model_host import pack
+    from contrackt.adapters.ocr.protocol import encode
+
+    replies: list[list[Any]] = []
+    for kind, inputs in requests:
+        outputs: list[Any] = []
+        for item in inputs:
+            n, _, height, width = item.shape
+            if kind == "det":
+                outputs.append(np.zeros((n, 1, height, width), np.float32))
+            else:
+                steps = valid_steps(width, 8)
+                outputs += [np.zeros((n, steps), np.int64), np.zeros((n, steps), np.float32)]
+        replies.append(outputs)
+    size = 0
+    started = time.process_time()
+    for _ in range(repeats):
+        size = 0
+        for outputs in replies:
+            specs, blob = pack(outputs)
+            size += len(encode({"op": "model_result", "arrays": specs}, blob))
+    return size / 1e6, (time.process_time() - started) / repeats * 1000
 
 
 def worker_ms(encoded: list[bytes], repeats: int) -> tuple[float, float]:
@@ -170,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = worker_ms(encoded, args.repeats)
         decode = decode_ms(requests, args.repeats) if name == "pixels" else 0.0
         print(f"{name:10}{size:11.1f}{child_ms(requests, args.repeats):10.1f}{wall:16.1f}{cpu:15.1f}{decode:11.1f}")
+    reply_mb, reply_cpu = reply_ms(pixels, args.repeats)
+    print(f"# the worker's replies: {reply_mb:.1f} MB a page, packed and framed in {reply_cpu:.1f} ms CPU")
     print(f"# one copy of the float bytes ({float_bytes / 1e6:.1f} MB): {min(copies) * 1000:.1f} ms")
     return 0
 
