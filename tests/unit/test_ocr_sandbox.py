@@ -373,6 +373,8 @@ def test_a_born_digital_document_is_read_while_every_ocr_slot_is_taken(pool: Pro
     """Another tenant's pages hold every OCR slot far past this test's patience; a PDF
     whose pages have text layers is read at once, in a text slot, and reads as it would
     on an idle pool."""
+    import pypdfium2 as pdfium
+
     born = corpus_path("synthetic", "born_digital.pdf").read_bytes()
 
     async def scenario() -> tuple[list[str], list[str], list[int]]:
@@ -380,12 +382,17 @@ def test_a_born_digital_document_is_read_while_every_ocr_slot_is_taken(pool: Pro
         try:
             await _until(lambda: len(pool.child_pids()) == pool.workers)
             busy = await asyncio.wait_for(pool.extract(born, ExtractOptions(tenant_id="B")), 10.0)
-            assert not any(hog.done() for hog in hogs)  # A's pages still hold their slots
             children = pool.child_pids()
+            # two of its pages as a searchable PDF: a child copies them out, in a text slot too
+            picked = ExtractOptions(tenant_id="B", pages=(2, 3), searchable_pdf=True)
+            two = await asyncio.wait_for(pool.extract(born, picked), 10.0)
+            assert not any(hog.done() for hog in hogs)  # A's pages still hold their slots
         finally:
             await _release(hogs)
         idle = await pool.extract(born, ExtractOptions(tenant_id="B"))
         assert all(p.source == "text_layer" for p in busy.pages)
+        assert two.searchable_pdf is not None and len(pdfium.PdfDocument(two.searchable_pdf)) == 2
+        assert [p.text for p in two.pages] == [p.text for p in idle.pages[1:3]]
         return [p.text for p in busy.pages], [p.text for p in idle.pages], children
 
     busy, idle, children = asyncio.run(scenario())

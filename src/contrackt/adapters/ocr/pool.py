@@ -972,9 +972,9 @@ class ProcessPoolExtractor:
         remaining = job.deadline - time.monotonic()
         if remaining <= 0:
             return None
-        try:
-            await asyncio.wait_for(self._sched.acquire(job.key), remaining)
-        except TimeoutError:
+        # a document read from text layers only builds it in a text slot when the OCR slots are taken
+        held = await self._take_slot(job, remaining)
+        if held is None:
             return None
         child: _Child | None = None
         try:
@@ -1000,7 +1000,7 @@ class ProcessPoolExtractor:
         finally:
             if child is not None:
                 self._kill(child)
-            self._sched.release(job.key)
+            held.release(job.key)
 
 
 def _send_frame(fd: int, header: dict[str, Any], blob: bytes) -> None:
