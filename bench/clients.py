@@ -38,8 +38,8 @@ from typing import Any
 import httpx
 
 from contrackt.adapters.db.engine import make_engine
+from contrackt.adapters.db.job_repository import _job
 from contrackt.adapters.db.migrate import upgrade
-from contrackt.adapters.db.repositories import _job
 from contrackt.adapters.db.tables import jobs as jobs_table
 from contrackt.adapters.db.uow import SqlUnitOfWorkFactory
 from contrackt.adapters.keys.local import LocalKeyProvider

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from contrackt.adapters.db.repositories import SqlJobRepository
+from contrackt.adapters.db.job_repository import SqlJobRepository
 from contrackt.bootstrap import Container
 from contrackt.domain.jobs import MAX_ATTEMPTS, Job, JobMessage, JobStatus
 from contrackt.services.processing import ProcessingService

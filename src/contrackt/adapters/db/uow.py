@@ -8,11 +8,11 @@ from types import TracebackType
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from contrackt.adapters.db.audit_repository import SqlAuditRepository
 from contrackt.adapters.db.checkpoints import SqlCheckpointRepository
+from contrackt.adapters.db.job_repository import SqlJobRepository
 from contrackt.adapters.db.repositories import (
     SqlApiKeyRepository,
-    SqlAuditRepository,
-    SqlJobRepository,
     SqlOutboxRepository,
     SqlTenantKeyRepository,
     SqlTenantRepository,
