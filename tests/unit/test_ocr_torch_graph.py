@@ -97,6 +97,11 @@ def test_pixels_become_the_cpu_engines_floats_on_the_device() -> None:
     assert got.shape == (4, 3, 48, 400) and got.dtype == np.float32
     assert np.array_equal(got[:3], pixels.floats()) and not got[3].any()
     assert [a.tolist() for a in runner(pixels)] == [a.tolist() for a in runner(pixels.floats())]
+    # the device keeps the tables it has seen: a batch with another table gets that table's floats
+    for k in range(12):
+        other = Pixels(codes, widths, (table * (1 + k / 8)).astype(np.float32))
+        assert np.array_equal(runner._input(other, 3).numpy(), other.floats())
+    assert np.array_equal(runner._input(pixels, 3).numpy(), pixels.floats())
 
 
 def test_the_worker_path_with_torch_as_its_device_reads_as_a_cpu_worker() -> None:

@@ -368,6 +368,7 @@ class TorchRunner:
             torch.backends.cudnn.allow_tf32 = allow
             torch.backends.cuda.matmul.allow_tf32 = allow
         self.graph = OnnxTorch(model, device)
+        self._tables: dict[bytes, Tensor] = {}  # normalisation tables on the device (_table)
 
     def _upload(self, array: np.ndarray) -> Tensor:
         x = self.torch.from_numpy(np.ascontiguousarray(array))
@@ -388,14 +389,25 @@ class TorchRunner:
             codes = np.concatenate([codes, np.zeros((rows - n, *codes.shape[1:]), np.uint8)])
             widths = np.concatenate([widths, np.zeros(rows - n, np.int64)])
         channels, w = codes.shape[1], codes.shape[3]
-        table = self._upload(np.asarray(batch.table, np.float32)).reshape(-1)
+        table = self._table(batch.table)
         # each channel's codes index its own row of the table: one gather, exact
-        offsets = self._upload(np.arange(channels, dtype=np.int64) * 256).view(1, channels, 1, 1)
+        offsets = torch.arange(channels, dtype=torch.int64, device=self.device).view(1, channels, 1, 1) * 256
         x = table[self._upload(codes).long() + offsets]
-        inside = self._upload(np.arange(w, dtype=np.int64)).view(1, 1, 1, w) < self._upload(
-            np.asarray(widths, np.int64)
-        ).view(-1, 1, 1, 1)
+        columns = torch.arange(w, dtype=torch.int64, device=self.device).view(1, 1, 1, w)
+        inside = columns < self._upload(np.asarray(widths, np.int64)).view(-1, 1, 1, 1)
         return torch.where(inside, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    def _table(self, table: np.ndarray) -> Tensor:
+        """The normalisation table on the device, flat; kept, as a page's tables are the engine's
+        few constants (a child sending a new one each call only refills this small cache)."""
+        data = np.asarray(table, np.float32)
+        key = data.tobytes()
+        found = self._tables.get(key)
+        if found is None:
+            if len(self._tables) >= 8:
+                self._tables.clear()
+            found = self._tables[key] = self._upload(data).reshape(-1)
+        return found
 
     def forward(self, batch: np.ndarray | Pixels, names: Sequence[str] | None = None) -> list[Tensor]:
         torch = self.torch
