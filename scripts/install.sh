@@ -34,6 +34,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+# torch's CPU build, where this machine's package sources have it (requirements-torch-cpu.txt): the
+# GPU workers' torch runners are then tested here on the CPU. Elsewhere, say so loudly and go on.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-torch-cpu.txt -c requirements.txt; then
+    echo "warning: torch's CPU build is not available here; tests/unit/test_ocr_torch_graph.py will be skipped" >&2
+  fi
+fi
 # kubectl (its built-in kustomize renders deploy/k8s in the tests) comes with the machine image,
 # from a vendor's apt repository that a bare Debian lacks: say so here rather than in a test.
 command -v kubectl >/dev/null 2>&1 || echo "warning: kubectl is missing; tests/unit/test_deploy.py will fail" >&2

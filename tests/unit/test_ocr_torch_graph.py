@@ -1,8 +1,9 @@
 """The torch interpreter of the PP-OCR ONNX graphs against ONNX Runtime (CPU).
 
-Needs ``torch`` (``requirements-gpu.txt``), which the CI image does not carry (it is 3 GB
-with its CUDA libraries): there the module is skipped and says so in the summary. It runs
-where torch is installed, and ``python -m bench.gpu`` checks the same graphs on a GPU page by page.
+Needs ``torch``: ``scripts/install.sh`` installs its CPU build (``requirements-torch-cpu.txt``)
+where the machine's package sources carry it, as this project's CI machines do; elsewhere the
+module is skipped and says so in the summary. ``python -m bench.gpu`` checks the same graphs on
+a GPU page by page.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="torch is not installed here (GPU image only); bench/gpu checks these graphs on a GPU"
+    "torch",
+    reason="torch is not installed (scripts/install.sh found no CPU build); bench/gpu checks these graphs on a GPU",
 )
 
 import onnxruntime as ort  # noqa: E402
