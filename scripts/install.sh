@@ -37,7 +37,7 @@ fi
 # torch's CPU build, where this machine's package sources have it (requirements-torch-cpu.txt): the
 # GPU workers' torch runners are then tested here on the CPU. Elsewhere, say so loudly and go on.
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-torch-cpu.txt -c requirements.txt; then
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-torch-cpu.txt; then
     echo "warning: torch's CPU build is not available here; tests/unit/test_ocr_torch_graph.py will be skipped" >&2
   fi
 fi
