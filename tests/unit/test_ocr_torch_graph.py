@@ -104,6 +104,12 @@ def test_pixels_become_the_cpu_engines_floats_on_the_device() -> None:
         other = Pixels(codes, widths, (table * (1 + k / 8)).astype(np.float32))
         assert np.array_equal(runner._input(other, 3).numpy(), other.floats())
     assert np.array_equal(runner._input(pixels, 3).numpy(), pixels.floats())
+    # what it keeps is its own: a request's buffer reused afterwards changes nothing
+    reused = (table * 3).astype(np.float32)
+    runner._input(Pixels(codes, widths, reused), 3)
+    again = Pixels(codes, widths, reused.copy())
+    reused[:] = 0.0
+    assert np.array_equal(runner._input(again, 3).numpy(), again.floats())
 
 
 def test_the_worker_path_with_torch_as_its_device_reads_as_a_cpu_worker() -> None:

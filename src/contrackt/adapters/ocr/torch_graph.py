@@ -400,7 +400,7 @@ class TorchRunner:
     def _table(self, table: np.ndarray) -> Tensor:
         """The normalisation table on the device, flat; kept, as a page's tables are the engine's
         few constants (a child sending a new one each call only refills this small cache)."""
-        data = np.asarray(table, np.float32)
+        data = np.array(table, np.float32)  # a copy: the cache must not share a request's buffer
         key = data.tobytes()
         found = self._tables.get(key)
         if found is None:
