@@ -1,6 +1,6 @@
 """Fair shares of the OCR pool's slots: a freed slot goes to the tenant holding the fewest.
 
-Used by ``pool.py``: ``workers`` slots (children at once), each job's lanes acquiring one per
+Used by ``lanes.py``: ``workers`` slots (children at once), each job's lanes acquiring one per
 child under the job's key (its tenant). Thread-safe, and usable from several event loops.
 """
 

@@ -18,6 +18,8 @@ every OCR slot is taken, a PDF read in mode ``auto`` or ``text`` may take one of
 only; at the first page that needs OCR the job gives the text slot back and waits for an
 OCR slot like any other. A born-digital document is then not slowed by another tenant's
 scans, at the cost of ``text_slots`` more children (and a little CPU) per pool (ADR 0007).
+The jobs, the lanes and the slots they take are ``lanes.py``; this module forks, feeds,
+asks and kills the children.
 
 Everything a child says is hostile input: frames with caps, a schema check of
 each reply (``protocol.py``), never unpickling. A reply outside the protocol
@@ -52,8 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 from contrackt.adapters.ocr import sandbox
 from contrackt.adapters.ocr.engines import DEFAULT_ENGINE, ENGINES, ModelMissing, available_engines, check_engine
-from contrackt.adapters.ocr.fair_slots import FairSlots, acquire_first
 from contrackt.adapters.ocr.fault_engines import FAULT_ENGINES, FAULT_ENV
+from contrackt.adapters.ocr.lanes import Job, Lane, NeedsEngine, NeedsOcr, Slots
 from contrackt.adapters.ocr.protocol import (
     DEFAULT_MAX_REPLY,
     FrameReader,
@@ -79,7 +81,6 @@ from contrackt.domain.errors import (
     ImageTooLarge,
     InvalidRequest,
     OutputLimit,
-    PagesOutOfRange,
     ResourceLimit,
     SandboxViolation,
     TooManyPages,
@@ -91,7 +92,6 @@ from contrackt.metrics import (
     OCR_CHILDREN_SPAWNED,
     OCR_DEVICE,
     OCR_SANDBOX_VIOLATIONS,
-    PAGE_SECONDS,
     observe_child_rss,
 )
 from contrackt.ports.extractor import DocumentInfo, ExtractOptions, ProgressCallback
@@ -116,14 +116,6 @@ class _ChildDied(Exception):
     """The child's pipe closed: it crashed, was killed by its limits, or exited."""
 
 
-class _NeedsEngine(Exception):
-    """A child forked before its engine was loaded met a page that needs OCR."""
-
-
-class _NeedsOcr(Exception):
-    """A text lane's child met a page without a usable text layer."""
-
-
 # ----------------------------------------------------------------------------- children
 
 
@@ -140,158 +132,6 @@ class _Child:
     dead: bool = False
     # forked before the zygote had the job's engine: may answer needs_engine
     without_engine: bool = False
-
-
-# ----------------------------------------------------------------------------- jobs
-
-
-@dataclass(eq=False)
-class _Job:
-    key: str
-    pdf: bytes  # the document (a PDF or an image)
-    mode: str
-    engine: str
-    deadline: float
-    progress: ProgressCallback | None
-    caps: OutputCaps
-    media_type: str = "application/pdf"
-    selection: tuple[int, ...] | None = None  # 1-based page numbers asked for (None: all)
-    pages: int = 0  # the document's page count
-    total: int = 0  # pages to read
-    pending: deque[int] = field(default_factory=deque)
-    slots: dict[int, int] = field(default_factory=dict)  # page index -> position in results
-    results: list[dict[str, Any] | None] = field(default_factory=list)
-    done: int = 0
-    chars: int = 0
-    lines: int = 0
-    error: BaseException | None = None
-    # fork children without waiting for the engine (a PDF's text-layer pages need none);
-    # cleared the first time a page needs OCR
-    lazy: bool = False
-    # a lane may take a text slot while the OCR slots are taken (a PDF in mode auto or
-    # text); cleared the first time a page needs OCR
-    light: bool = False
-
-    def begin(self, pages: int) -> None:
-        """Plan the pages to read once the document's page count is known."""
-        indices = list(range(pages)) if self.selection is None else sorted({n - 1 for n in self.selection})
-        beyond = [i + 1 for i in indices if not 0 <= i < pages]
-        if beyond:
-            raise PagesOutOfRange(
-                f"The document has {pages} page{'s' if pages != 1 else ''}; the selection asks for page {beyond[0]}"
-            )
-        self.pages = pages
-        self.total = len(indices)
-        self.pending = deque(indices)
-        self.slots = {index: position for position, index in enumerate(indices)}
-        self.results = [None] * len(indices)
-
-    def record(self, index: int, page: dict[str, Any]) -> None:
-        self.chars += len(page["text"])
-        self.lines += len(page["lines"])
-        if self.chars > self.caps.max_text_chars:
-            raise OutputLimit(f"The document's text is over {self.caps.max_text_chars} characters")
-        if self.lines > self.caps.max_lines:
-            raise OutputLimit(f"The document has more than {self.caps.max_lines} lines")
-        self.results[self.slots[index]] = page
-        self.done += 1
-
-    def fail(self, exc: BaseException) -> None:
-        if self.error is None:
-            self.error = exc
-
-    @property
-    def spawn_engine(self) -> str | None:
-        return None if self.mode == "text" else self.engine
-
-
-class _Lane:
-    """One slot's worth of work on a job: a child per slice, pages one at a time."""
-
-    def __init__(self, pool: ProcessPoolExtractor, job: _Job) -> None:
-        self.pool = pool
-        self.job = job
-        self.child: _Child | None = None
-        self.held: FairSlots | None = None  # the scheduler whose slot this lane holds
-        self.text = False  # the slot is a text slot: text layers only
-        self.since = 0.0
-
-    async def begin(self) -> DocumentInfo | None:
-        """Take a slot, fork a child, give it the document; what the child found in it
-        (None: the other lanes finished the job while this one waited for its slot)."""
-        pool, job = self.pool, self.job
-        remaining = job.deadline - time.monotonic()
-        if remaining <= 0:
-            raise ExtractionTimeout("The document took too long to process")
-        self.held = await pool._take_slot(job, remaining)
-        if self.held is None:
-            raise ExtractionTimeout("No extraction worker became free in time")
-        self.text = self.held is pool._text
-        if self.text and not job.light:  # the job met a scanned page while this lane waited
-            self.end()
-            return await self.begin()
-        self.since = time.monotonic()
-        if job.total and (not job.pending or job.error is not None):
-            self.end()
-            return None
-        try:
-            engine = None if self.text else job.spawn_engine
-            self.child = await pool._spawn(engine, job.lazy, job.media_type != "application/pdf")
-            timeout = max(0.1, min(pool.inspect_timeout_s, job.deadline - time.monotonic()))
-            return await pool._open(self.child, job.pdf, timeout, job.media_type)
-        except BaseException:
-            self.end()
-            raise
-
-    def end(self) -> None:
-        if self.child is not None:
-            self.pool._kill(self.child)
-            self.child = None
-        if self.held is not None:
-            held, self.held = self.held, None
-            held.release(self.job.key)
-
-    async def run(self) -> None:
-        pool, job = self.pool, self.job
-        try:
-            while job.pending and job.error is None:
-                if self.child is None:
-                    info = await self.begin()
-                    if info is None:
-                        break
-                    if info.pages != job.pages:
-                        pool._count_violation()
-                        raise SandboxViolation("A child saw another page count")
-                    continue
-                index = job.pending.popleft()
-                started = time.monotonic()
-                try:
-                    page = await pool._page(self.child, job, index, self.text)
-                except _NeedsEngine:
-                    # this child was forked before the engine was loaded: the next one has it
-                    job.lazy = False
-                    job.pending.appendleft(index)
-                    self.end()
-                    continue
-                except _NeedsOcr:
-                    # a scanned page: the rest of the job waits for OCR slots
-                    job.light = False
-                    job.pending.appendleft(index)
-                    self.end()
-                    continue
-                PAGE_SECONDS.labels(page["source"]).observe(time.monotonic() - started)
-                job.record(index, page)
-                if job.progress is not None:
-                    await job.progress(job.done, job.total)
-                held = self.held
-                if time.monotonic() - self.since >= pool.slice_s and held is not None and held.contended(job.key):
-                    self.end()  # someone else's turn; this job waits for a slot again
-        except ContracktError as exc:
-            job.fail(exc)
-        except Exception as exc:  # the progress callback failed (e.g. the database)
-            job.fail(exc)
-        finally:
-            self.end()
 
 
 # ----------------------------------------------------------------------------- the pool
@@ -422,8 +262,7 @@ class ProcessPoolExtractor:
         self._confinement = sandbox.Confinement(
             memory_limit_mb=memory_limit_mb, uid_base=self.uid_base, seccomp=seccomp
         )
-        self._sched = FairSlots(workers)
-        self._text = FairSlots(text_slots) if text_slots else None
+        self._slots = Slots(workers, text_slots)
         self._zygote: ZygoteClient | None = None
         self._zygote_lock = threading.Lock()
         self._live: set[_Child] = set()
@@ -565,9 +404,7 @@ class ProcessPoolExtractor:
 
     def _close_sync(self) -> None:
         self._closed = True
-        self._sched.close()
-        if self._text is not None:
-            self._text.close()
+        self._slots.close()
         with self._live_lock:
             children = list(self._live)
         for child in children:
@@ -826,22 +663,9 @@ class ProcessPoolExtractor:
             raise self._violation(child) from None
         return DocumentInfo(pages=pages, encrypted=encrypted, active_content=found)
 
-    async def _take_slot(self, job: _Job, timeout: float) -> FairSlots | None:
-        """An OCR slot; for a job whose pages may be text layers, a free OCR slot or else
-        whichever frees first of an OCR slot and a text slot. None: none within ``timeout``."""
-        if not job.light or self._text is None:
-            try:
-                await asyncio.wait_for(self._sched.acquire(job.key), timeout)
-            except TimeoutError:
-                return None
-            return self._sched
-        if self._sched.try_acquire(job.key):
-            return self._sched
-        return await acquire_first(job.key, timeout, self._sched, self._text)
-
-    async def _page(self, child: _Child, job: _Job, index: int, text: bool = False) -> dict[str, Any]:
+    async def _page(self, child: _Child, job: Job, index: int, text: bool = False) -> dict[str, Any]:
         """Page ``index`` read by ``child``; ``text``: the child holds a text slot and reads
-        text layers only (a page without one: ``_NeedsOcr``)."""
+        text layers only (a page without one: ``NeedsOcr``)."""
         timeout = min(self.page_timeout_s, max(0.0, job.deadline - time.monotonic()))
         mode = "layer" if text and job.mode == "auto" else job.mode
         request = {"op": "page", "index": index, "mode": mode, "engine": job.engine}
@@ -853,9 +677,9 @@ class ProcessPoolExtractor:
         reply, _ = await self._exchange(child, request, timeout, device=budget)
         if reply.get("op") == "error":
             if reply.get("code") == "needs_engine" and child.without_engine:
-                raise _NeedsEngine
+                raise NeedsEngine
             if reply.get("code") == "needs_ocr" and mode == "layer":
-                raise _NeedsOcr
+                raise NeedsOcr
             raise self._error(child, reply)
         if reply.get("op") != "page" or set(reply) != {"op", "id", "page"}:
             raise self._violation(child)
@@ -875,7 +699,7 @@ class ProcessPoolExtractor:
         if not self._started:
             await self.start()
         job = self._job(pdf, ExtractOptions(mode="text"), None)
-        lane = _Lane(self, job)
+        lane = Lane(self, job)
         try:
             info = await lane.begin()
         finally:
@@ -885,8 +709,8 @@ class ProcessPoolExtractor:
             raise TooManyPages(f"The document has {info.pages} pages; the limit is {self.max_pages}")
         return info
 
-    def _job(self, pdf: bytes, options: ExtractOptions, progress: ProgressCallback | None) -> _Job:
-        return _Job(
+    def _job(self, pdf: bytes, options: ExtractOptions, progress: ProgressCallback | None) -> Job:
+        return Job(
             key=options.tenant_id or uuid.uuid4().hex,
             pdf=pdf,
             mode=options.mode,
@@ -913,7 +737,7 @@ class ProcessPoolExtractor:
         if not self._started:
             await self.start()
         job = self._job(pdf, options, progress)
-        first = _Lane(self, job)
+        first = Lane(self, job)
         try:
             info = await first.begin()
         except BaseException:
@@ -931,7 +755,7 @@ class ProcessPoolExtractor:
         if job.total == 0:
             first.end()
             return ExtractionResult(pages=[], engine=engine, active_content=list(info.active_content))
-        lanes = [first, *(_Lane(self, job) for _ in range(min(self.workers, job.total) - 1))]
+        lanes = [first, *(Lane(self, job) for _ in range(min(self.workers, job.total) - 1))]
         tasks = {asyncio.create_task(lane.run()) for lane in lanes}
         try:
             while tasks:
@@ -956,7 +780,7 @@ class ProcessPoolExtractor:
             pages=pages, engine=engine, active_content=list(info.active_content), searchable_pdf=searchable
         )
 
-    async def _searchable(self, job: _Job, pages: list[dict[str, Any]]) -> bytes | None:
+    async def _searchable(self, job: Job, pages: list[dict[str, Any]]) -> bytes | None:
         """The searchable PDF, built by a fresh child that opens the document once more and gets
         the validated pages; None when it could not be built (too large, too slow, a child
         error): the text result stands without it. A reply outside the protocol still fails
@@ -973,7 +797,7 @@ class ProcessPoolExtractor:
         if remaining <= 0:
             return None
         # a document read from text layers only builds it in a text slot when the OCR slots are taken
-        held = await self._take_slot(job, remaining)
+        held = await self._slots.take(job, remaining)
         if held is None:
             return None
         child: _Child | None = None
